@@ -1,0 +1,45 @@
+# cns_ros developer commands. `make test` is what CI runs (.ci/run).
+#   make venv   create/update .venv (idempotent; re-runs pip only when requirements change)
+#   make test   venv + ruff + pytest
+#   make lint   ruff only
+#   make bench  CPU benchmarks (numbers printed and written to benchmarks/results/*.json)
+# On a host with a sourced ROS 2 install (ROS_DISTRO set) the venv sees the system rclpy and
+# requirements/ros-pip.txt is skipped.
+
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.cns_ros-installed
+PIP := $(VPY) -m pip install --disable-pip-version-check --progress-bar off
+PYTEST_ARGS ?=
+
+ifdef ROS_DISTRO
+VENV_FLAGS := --system-site-packages
+REQS := -r requirements/ml.txt -r requirements/dev.txt
+else
+VENV_FLAGS :=
+REQS := -r requirements/ml.txt -r requirements/dev.txt -r requirements/ros-pip.txt
+endif
+
+.PHONY: venv test lint bench clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements/ml.txt requirements/dev.txt requirements/ros-pip.txt setup.py setup.cfg
+	@test -x $(VPY) || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
+	$(PIP) -q $(REQS)
+	$(PIP) -q --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+test: lint
+	$(VPY) -m pytest $(PYTEST_ARGS)
+
+bench: venv
+	$(VPY) benchmarks/bench_pointcloud.py
+	$(VPY) benchmarks/bench_geometry.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis *.egg-info build
