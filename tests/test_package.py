@@ -91,3 +91,29 @@ def test_resources_are_package_data():
     resources = ROOT / 'cns_ros' / 'resources'
     assert sorted(p.name for p in resources.glob('*.yaml')), 'no resource YAML files'
     assert "package_data={PACKAGE: ['resources/*.yaml']}" in (ROOT / 'setup.py').read_text()
+
+
+def test_colcon_style_install_layout(tmp_path):
+    """The install colcon's ament_python build performs puts every file where ROS looks for it.
+
+    colcon runs ``setup.py egg_info build install --prefix ... --single-version-externally-
+    managed`` with the settings of setup.cfg; console scripts must land in ``lib/cns_ros`` for
+    ``ros2 run`` and launch files, data files under ``share/``.
+    """
+    prefix = tmp_path / 'install'
+    subprocess.run([sys.executable, 'setup.py', '-q', 'egg_info', '--egg-base', str(tmp_path),
+                    'build', '--build-base', str(tmp_path / 'build'), 'install', '--prefix',
+                    str(prefix), '--record', str(tmp_path / 'record.txt'),
+                    '--single-version-externally-managed'],
+                   cwd=ROOT, check=True, capture_output=True, timeout=300)
+    site = next(prefix.glob('lib/python3*/site-packages'))
+    for path in (prefix / 'share/ament_index/resource_index/packages/cns_ros',
+                 prefix / 'share/cns_ros/package.xml',
+                 prefix / 'share/cns_ros/config/vocabularies/example_custom.yaml',
+                 site / 'cns_ros/resources/nuscenes16.yaml',
+                 site / 'cns_ros/pointcloud.py'):
+        assert path.is_file(), f'{path.relative_to(prefix)} not installed'
+    scripts = ast.literal_eval(_setup_keywords()['entry_points'])['console_scripts']
+    for script in scripts:
+        name = script.split('=')[0].strip()
+        assert (prefix / 'lib' / 'cns_ros' / name).is_file(), f'{name} not in lib/cns_ros'
