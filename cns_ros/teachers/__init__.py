@@ -1,0 +1,11 @@
+"""Label-free teachers: foundation models that produce the pseudo-labels and target features.
+
+Modules (each imports its heavy dependencies itself; importing this package is cheap):
+
+- ``clip_dense``: MaskCLIP dense CLIP features, per-pixel labels and confidences from an
+  open_clip ViT and a class vocabulary (torch, open_clip).
+- ``sam``: SAM automatic masks, label-map refinement and SAM image embeddings
+  (torch, segment_anything).
+- ``lifting``: 2D -> 3D transfer of pixel labels to LiDAR points.
+- ``simulated``: stand-in teachers for the synthetic world (no weights needed).
+"""
