@@ -1,0 +1,1 @@
+"""Datasets: nuScenes (devkit-backed reader), the synthetic nuScenes-format world, bags."""

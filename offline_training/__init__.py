@@ -1,0 +1,1 @@
+"""Offline command-line tools (each a thin ``main(argv=None)``); see DESIGN.md."""
