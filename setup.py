@@ -37,5 +37,7 @@ setup(
     license='Apache-2.0',
     python_requires='>=3.10',
     extras_require={'test': ['pytest', 'pytest-timeout', 'hypothesis']},
-    entry_points={'console_scripts': []},
+    entry_points={'console_scripts': [
+        'replay_node = cns_ros.ros.replay_node:main',
+    ]},
 )
