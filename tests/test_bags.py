@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -217,6 +218,16 @@ def test_bare_storage_files_are_bags(bag_dir, tmp_path):
         shutil.copy(next(bag_dir[storage].glob(f'*{suffix}')), bare)
         assert bags.detect_format(bare) == storage
         assert len(read_all(bare)) == len(stamps())
+
+
+def test_rosbag2_directory_named_like_a_ros1_bag(bag_dir, tmp_path):
+    """rosbags reads any path ending in .bag as ROS 1; a rosbag2 folder x.bag still opens."""
+    for storage in ('mcap', 'sqlite3'):
+        named = shutil.copytree(bag_dir[storage], tmp_path / f'{storage}.bag')
+        with bags.open_bag(named) as reader:
+            assert reader.info.storage == storage
+            assert len(list(reader.messages())) == len(stamps())
+        assert not list(Path(tempfile.gettempdir()).glob('cns_ros_bag_*')), 'alias left behind'
 
 
 # --------------------------------------------------------------------------------------------

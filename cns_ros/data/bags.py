@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import tempfile
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -215,10 +216,13 @@ class BagReader:
 
         self.path = Path(path)
         storage = detect_format(self.path)
+        self._alias_dir: tempfile.TemporaryDirectory[str] | None = None
         try:
-            self._reader = AnyReader([self.path], default_typestore=get_typestore(Stores.LATEST))
+            reader_path = self._reader_path(self.path)
+            self._reader = AnyReader([reader_path], default_typestore=get_typestore(Stores.LATEST))
             self._reader.open()
         except Exception as err:
+            self._drop_alias()
             raise BagError(f'{self.path}: unreadable {storage} bag ({_one_line(err)})') from None
         try:
             self._cdr_store = None if self._reader.is2 else _ros1_cdr_store(self._reader.typestore)
@@ -226,8 +230,26 @@ class BagReader:
                 _warm_up(self._cdr_store, {c.msgtype for c in self._reader.connections})
             self.info = self._read_info(storage)
         except BaseException:
-            self._reader.close()
+            self.close()
             raise
+
+    def _reader_path(self, path: Path) -> Path:
+        """The path to hand to rosbags: it takes anything named ``*.bag`` for ROS 1.
+
+        A rosbag2 directory named ``x.bag`` is opened through a link named ``x`` in a private
+        temporary directory, removed again by :meth:`close`.
+        """
+        if not (path.is_dir() and path.suffix == '.bag'):
+            return path
+        self._alias_dir = tempfile.TemporaryDirectory(prefix='cns_ros_bag_')
+        alias = Path(self._alias_dir.name) / path.stem
+        alias.symlink_to(path.resolve(), target_is_directory=True)
+        return alias
+
+    def _drop_alias(self) -> None:
+        if self._alias_dir is not None:
+            self._alias_dir.cleanup()
+            self._alias_dir = None
 
     def _read_info(self, storage: str) -> BagInfo:
         reader = self._reader
@@ -274,6 +296,7 @@ class BagReader:
         """Close the bag files."""
         if self._reader.stack is not None:
             self._reader.close()
+        self._drop_alias()
 
     def __enter__(self) -> BagReader:
         return self
