@@ -40,6 +40,8 @@ test: lint
 bench: venv
 	$(VPY) benchmarks/bench_pointcloud.py
 	$(VPY) benchmarks/bench_geometry.py
+	$(VPY) benchmarks/bench_replay.py
+	$(VPY) benchmarks/bench_teachers.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis *.egg-info build
