@@ -5,7 +5,9 @@ Modules (each imports its heavy dependencies itself; importing this package is c
 - ``clip_dense``: MaskCLIP dense CLIP features, per-pixel labels and confidences from an
   open_clip ViT and a class vocabulary (torch, open_clip).
 - ``sam``: SAM automatic masks, label-map refinement and SAM image embeddings
-  (torch, segment_anything).
+  (torch, segment_anything; ``SamMasks`` and the helpers import without them).
+- ``refine``: SAM-mask refinement of any label map (mode of the original labels per mask;
+  numpy, or torch tensors on their device).
 - ``lifting``: 2D -> 3D transfer of pixel labels to LiDAR points.
 - ``simulated``: stand-in teachers for the synthetic world (no weights needed).
 """
