@@ -392,3 +392,15 @@ def test_checkpoint_of_another_model_type(checkpoint) -> None:
     for model_type in ('vit_h', 'vit_l'):
         with pytest.raises(SamCheckpointError, match="holds SAM vit_b weights but model_type is"):
             SamTeacher(SamConfig(model_type=model_type, checkpoint=checkpoint))
+
+
+def test_zero_masks_resize_and_refine_to_identity():
+    """Random weights (or an empty scene) give no masks: every helper still works."""
+    empty = SamMasks.from_masks(np.zeros((0, 9, 16), dtype=bool))
+    assert empty.areas.shape == (0,)
+    resized = empty.resized((18, 32))
+    assert resized.masks.shape == (0, 18, 32)
+    labels = np.arange(18 * 32, dtype=np.int64).reshape(18, 32) % 5
+    refined, covered = refine_labels(labels, resized)
+    np.testing.assert_array_equal(refined, labels)
+    assert not covered.any()

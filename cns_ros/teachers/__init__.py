@@ -8,6 +8,9 @@ Modules (each imports its heavy dependencies itself; importing this package is c
   (torch, segment_anything; ``SamMasks`` and the helpers import without them).
 - ``refine``: SAM-mask refinement of any label map (mode of the original labels per mask;
   numpy, or torch tensors on their device).
-- ``lifting``: 2D -> 3D transfer of pixel labels to LiDAR points.
-- ``simulated``: stand-in teachers for the synthetic world (no weights needed).
+- ``lifting``: 2D -> 3D transfer of pixel labels to LiDAR points (pairs, multi-camera vote,
+  optional occlusion check).
+- ``simulated``: stand-in teachers for the synthetic world (no weights needed), selected only
+  explicitly.
+- ``cache``: the on-disk pseudo-label cache written by ``offline_training/pseudo_label.py``.
 """

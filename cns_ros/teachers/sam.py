@@ -168,13 +168,13 @@ class SamMasks:
         """Wrap (M, H, W) bool masks from elsewhere (scores and stability set to 1)."""
         masks = np.asarray(masks, dtype=bool)
         ones = np.ones(len(masks), dtype=np.float32)
-        areas = masks.reshape(len(masks), -1).sum(axis=1, dtype=np.int64)
+        areas = masks.sum(axis=(1, 2), dtype=np.int64)
         return cls(masks, areas, ones, ones.copy(), random_weights)
 
     def resized(self, size: tuple[int, int], mode: str = 'nearest') -> SamMasks:
         """The masks resized to (H, W) (see `resize_masks`); areas recomputed."""
         masks = resize_masks(self.masks, size, mode)
-        areas = masks.reshape(len(masks), -1).sum(axis=1, dtype=np.int64)
+        areas = masks.sum(axis=(1, 2), dtype=np.int64)
         return dataclasses.replace(self, masks=masks, areas=areas)
 
 

@@ -1,0 +1,192 @@
+"""The pseudo-label CLI end to end on the small synthetic world, and the IoU helpers (CPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fixtures_synthetic import small_synthetic_nuscenes
+
+from cns_ros.metrics import confusion_matrix, iou_per_class, mean_iou, summary
+from cns_ros.teachers import cache
+from cns_ros.teachers.lifting import fuse_labels
+from offline_training.pseudo_label import main
+
+SIMULATED = ['--teacher', 'simulated', '--sam', 'simulated', '--simulated-preset', 'clip_like',
+             '--image-size', '48', '80', '--num-sweeps', '1', '--no-progress']
+
+
+@pytest.fixture(scope='module')
+def dataroot(tmp_path_factory) -> Path:
+    return small_synthetic_nuscenes(tmp_path_factory)
+
+
+def _run(dataroot, out, *args) -> int:
+    return main(['--dataroot', str(dataroot), '--out', str(out), *args])
+
+
+def _files(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes()
+            for folder in ('keyframes', 'images') for p in sorted((out / folder).glob('*.npz'))}
+
+
+@pytest.fixture(scope='module')
+def full_run(dataroot, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp('cache') / 'full'
+    assert _run(dataroot, out, *SIMULATED, '--save-2d') == 0
+    return out
+
+
+def test_cache_files_manifest_and_quality(full_run, dataroot):
+    from cns_ros.data.nuscenes import NuScenesKeyframes
+
+    data = NuScenesKeyframes(dataroot, 'v1.0-mini', num_sweeps=1)
+    files = sorted((full_run / 'keyframes').glob('*.npz'))
+    assert len(files) == len(data) == 6 and len(list((full_run / 'images').glob('*.npz'))) == 36
+    manifest = json.loads((full_run / 'manifest.json').read_text())
+    assert manifest['simulated'] and not manifest['random_weights']
+    assert manifest['teachers']['clip']['name'] == 'simulated'
+    assert manifest['config']['image_size'] == [48, 80] and manifest['versions']['numpy']
+    for keyframe in data:
+        item = cache.read_keyframe(cache.keyframe_path(full_run, keyframe.sample_token))
+        assert item.labels.dtype == np.uint8 and item.confidence.dtype == np.float16
+        assert len(item.labels) == len(keyframe.points)
+        assert np.array_equal(item.sweep_index, keyframe.sweep_index)
+        assert item.pair_point.dtype == item.pair_row.dtype == np.int32
+        assert item.pair_row.max() < 48 and item.pair_col.max() < 80
+        assert list(item.cameras) == list(keyframe.cameras) and str(item.sample_token)
+        refused = fuse_labels(len(item.labels), item.pair_point, item.pair_label,
+                              item.pair_confidence.astype(np.float32))
+        assert np.mean(refused.labels == item.labels) > 0.99
+        assert np.all(item.confidence[item.labels == 255] == 0)
+    image = cache.read_image(next((full_run / 'images').glob('*.npz')))
+    assert image['labels'].shape == (48, 80) and image['embedding'].dtype == np.float16
+    segments = image['segments']
+    assert segments.dtype == np.uint16 and segments.shape == (48, 80) and segments.max() > 3
+    for segment in np.unique(segments[segments > 0]):  # SAM-refined: one label per segment
+        assert len(np.unique(image['labels'][segments == segment])) == 1
+    with np.load(files[0], allow_pickle=False) as archive:
+        assert 'pair_camera' in archive.files
+    quality = json.loads((full_run / 'quality.json').read_text())
+    assert quality['complete'] and quality['keyframes_evaluated'] == 6
+    assert 0.1 < quality['miou'] < 0.9 and 0.6 < quality['paired_fraction'] < 0.95
+    assert quality['teachers']['clip']['simulated']
+
+
+def test_rerun_after_a_kill_finishes_only_what_is_missing(dataroot, tmp_path, capsys):
+    out = tmp_path / 'resume'
+    assert _run(dataroot, out, *SIMULATED, '--limit', '2') == 0
+    assert '2 keyframes labelled, 0 already done, 4 left' in capsys.readouterr().out
+    first = {p: p.stat().st_mtime_ns for p in (out / 'keyframes').glob('*.npz')}
+    assert len(first) == 2 and not json.loads((out / 'quality.json').read_text())['complete']
+    time.sleep(0.01)
+    assert _run(dataroot, out, *SIMULATED) == 0
+    assert '4 keyframes labelled, 2 already done, 0 left' in capsys.readouterr().out
+    assert all(p.stat().st_mtime_ns == t for p, t in first.items())
+    # a kill: one keyframe lost, a stray temporary file of a dead process
+    victim = sorted((out / 'keyframes').glob('*.npz'))[3]
+    original = victim.read_bytes()
+    victim.unlink()
+    stray = out / 'keyframes' / f'.{victim.name}.tmp-999999999'
+    stray.write_bytes(b'partial')
+    os.utime(stray, (time.time() - 3600, time.time() - 3600))
+    assert _run(dataroot, out, *SIMULATED) == 0
+    assert '1 keyframes labelled, 5 already done' in capsys.readouterr().out
+    assert victim.read_bytes() == original and not stray.exists()
+    assert json.loads((out / 'quality.json').read_text())['complete']
+
+
+def test_union_of_shards_equals_a_single_run(dataroot, full_run, tmp_path, monkeypatch):
+    out = tmp_path / 'sharded'
+    assert _run(dataroot, out, *SIMULATED, '--save-2d', '--shard', '0', '--num-shards', '2') == 0
+    shard0 = _files(out)
+    assert 0 < len([k for k in shard0 if k.startswith('keyframes')]) < 6
+    monkeypatch.setenv('RANK', '1')  # torchrun: rank 1 of 2 takes shard 1
+    monkeypatch.setenv('WORLD_SIZE', '2')
+    assert _run(dataroot, out, *SIMULATED, '--save-2d') == 0
+    assert _files(out) == _files(full_run)
+    assert (out / 'manifest.json').read_bytes() == (full_run / 'manifest.json').read_bytes()
+
+
+def test_a_cache_made_with_other_settings_is_refused(dataroot, full_run, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _run(dataroot, full_run, *SIMULATED, '--save-2d', '--occlusion-check')
+    assert exit_info.value.code == 2 and 'other settings' in capsys.readouterr().err
+
+
+def test_quality_drops_with_the_configured_noise(dataroot, tmp_path):
+    quality = {}
+    for preset in ('noise_free', 'clip_like'):
+        out = tmp_path / preset
+        assert _run(dataroot, out, '--teacher', 'simulated', '--simulated-preset', preset,
+                    '--image-size', '90', '160', '--no-progress') == 0
+        quality[preset] = json.loads((out / 'quality.json').read_text())
+    free, noisy = quality['noise_free'], quality['clip_like']
+    assert free['accuracy'] > 0.93 and free['miou'] > 0.6
+    # clip_like: 60 % pixel accuracy -> about 60 % of the noise-free point accuracy
+    assert abs(noisy['accuracy'] - 0.6 * free['accuracy']) < 0.07, (noisy, free)
+    assert noisy['miou'] < 0.7 * free['miou']
+    assert noisy['paired_fraction'] == free['paired_fraction']
+
+
+def test_maskclip_with_random_weights_runs_end_to_end(dataroot, tmp_path, capsys):
+    model = tmp_path / 'cnstest-vit.json'
+    model.write_text(json.dumps({
+        'embed_dim': 32, 'quick_gelu': True,
+        'vision_cfg': {'image_size': 64, 'layers': 1, 'width': 64, 'head_width': 64,
+                       'patch_size': 16},
+        'text_cfg': {'context_length': 77, 'vocab_size': 49408, 'width': 64, 'heads': 1,
+                     'layers': 1}}))
+    args = ['--teacher', 'maskclip', '--clip-model', str(model), '--clip-templates', 'single',
+            '--image-size', '32', '64', '--scenes', 'scene-0061', '--limit', '2',
+            '--device', 'cpu', '--no-progress']
+    with pytest.raises(SystemExit) as exit_info:  # no weights, no permission: refused
+        _run(dataroot, tmp_path / 'refused', *args)
+    assert exit_info.value.code == 2 and 'checkpoint' in capsys.readouterr().err.lower()
+    out = tmp_path / 'maskclip'
+    assert _run(dataroot, out, *args, '--allow-random-weights') == 0
+    manifest = json.loads((out / 'manifest.json').read_text())
+    assert manifest['random_weights'] and manifest['teachers']['clip']['random_weights']
+    assert not manifest['simulated'] and len(list((out / 'keyframes').glob('*.npz'))) == 2
+    item = cache.read_keyframe(next((out / 'keyframes').glob('*.npz')))
+    assert item.label_size.tolist() == [32, 64] and np.any(item.labels != 255)
+
+
+def test_help_documents_the_options(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(['--help'])
+    text = capsys.readouterr().out
+    assert exit_info.value.code == 0
+    for option in ('--teacher', '--sam', '--num-shards', '--occlusion-check', '--save-2d',
+                   '--allow-random-weights', 'torchrun', 'quality.json'):
+        assert option in text
+
+
+def test_paint_segments_follows_the_refinement_order():
+    masks = np.zeros((3, 2, 4), dtype=bool)
+    masks[0, :, :2] = True  # area 4
+    masks[1, 0, :] = True   # area 4 (after mask 0: stable)
+    masks[2, 0, 3] = True   # area 1
+    assert cache.paint_segments(masks).tolist() == [[3, 3, 3, 3], [2, 2, 0, 0]]
+    assert cache.paint_segments(masks, 'area_descending').tolist() == [[2, 2, 2, 3],
+                                                                       [1, 1, 0, 0]]
+    assert cache.paint_segments(np.zeros((0, 2, 3), dtype=bool)).tolist() == [[0] * 3] * 2
+
+
+def test_confusion_iou_and_miou():
+    gt = np.array([0, 0, 1, 1, 2, 255, 2])
+    pred = np.array([0, 1, 1, 1, 255, 0, 2])
+    conf = confusion_matrix(gt, pred, num_classes=4)
+    assert conf.shape == (4, 5) and conf.sum() == 6 and conf[2, 4] == 1  # 255 -> miss column
+    iou = iou_per_class(conf)
+    np.testing.assert_allclose(iou[:3], [1 / 2, 2 / 3, 1 / 2])
+    assert np.isnan(iou[3])  # absent class: not part of the mean
+    assert mean_iou(conf) == pytest.approx((1 / 2 + 2 / 3 + 1 / 2) / 3)
+    scores = summary(conf, ['a', 'b', 'c', 'd'])
+    assert scores['classes']['d']['iou'] is None and scores['accuracy'] == pytest.approx(4 / 6)
+    with pytest.raises(ValueError):
+        confusion_matrix([5], [0], num_classes=4)
