@@ -1,0 +1,14 @@
+"""Networks: sparse 3D U-Nets, the 2D DeepLabV3, text-space and SAM-projection heads.
+
+Modules (each imports torch itself; importing this package is cheap):
+
+- ``sparse``: voxelization (:func:`~cns_ros.models.sparse.voxelize_batch`), devoxelization,
+  backend selection ('spconv' default, 'torchsparse' when importable) and the
+  backend-neutral sparse convolution and state-dict conversion.
+- ``backends``: the spconv and torchsparse adapters (and spconv's CPU fixes).
+- ``layout``: the backend-neutral kernel layout of checkpoints and bundles.
+- ``minkunet``: MinkUNet14A / 18A / Res16UNet34C with per-point text-space outputs.
+- ``image_net``: DeepLabV3-ResNet50 with a text-space head.
+- ``heads``: the text classifier (vocabulary as data) and the SAM projections (K_f = 64).
+- ``build``: ``MODEL_BUILDERS`` (name -> builder taking a typed config) and ``build_model``.
+"""
