@@ -1,0 +1,230 @@
+"""Training configs, data, checkpoints and the real entry point ``offline_training.train.main``
+on the small synthetic world with a simulated-teacher cache (tiny networks, random weights
+behind their explicit flags, CPU)."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from fixtures_synthetic import small_synthetic_nuscenes
+
+from cns_ros.training.checkpoint import load_checkpoint, rng_state, set_rng_state
+from cns_ros.training.config import (
+    ConfigError,
+    DataConfig,
+    TrainConfig,
+    config_from_dict,
+    config_to_dict,
+    dump_config,
+    load_config,
+)
+from cns_ros.training.data import CachedKeyframes, collate
+from offline_training import train
+
+PRESETS = Path(__file__).resolve().parents[1] / 'config' / 'train'
+
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _one_torch_thread():
+    """One intra-op thread: on the shared 2-core CI machines, torch's thread pool spinning
+    against other processes made these tests 10x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+@pytest.fixture(scope='module')
+def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(dataroot, cache): mini_train of the small world (3 keyframes), 16 x 32 label maps,
+    2 previous sweeps, per-image files with (simulated) SAM embeddings and segments."""
+    from offline_training import pseudo_label
+
+    dataroot = small_synthetic_nuscenes(tmp_path_factory)
+    root = tmp_path_factory.mktemp('train_cache') / 'cache'
+    assert pseudo_label.main([
+        '--dataroot', str(dataroot), '--version', 'v1.0-mini', '--split', 'mini_train',
+        '--teacher', 'simulated', '--sam', 'simulated', '--save-2d', '--num-sweeps', '2',
+        '--image-size', '16', '32', '--out', str(root), '--no-progress']) == 0
+    return dataroot, root
+
+
+def _args(world: tuple[Path, Path], out: Path, preset: str, *extra: str) -> list[str]:
+    dataroot, root = world
+    return ['--config', str(PRESETS / preset), '--dataroot', str(dataroot), '--version',
+            'v1.0-mini', '--cache', str(root), '--out', str(out), '--device', 'cpu',
+            '--no-progress', '--set', 'data.batch_size=1', *extra]
+
+
+def _history(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / 'losses.jsonl').read_text().splitlines()]
+
+
+# --- configs --------------------------------------------------------------------------------
+
+def test_unknown_config_key_is_an_error_naming_key_and_file(tmp_path, capsys):
+    path = tmp_path / 'bad.yaml'
+    path.write_text('method: cns\ncns:\n  co_trainin: false\n')
+    with pytest.raises(ConfigError, match=r'bad\.yaml: cns\.co_trainin: unknown key'):
+        load_config(path)
+    with pytest.raises(SystemExit) as exc:
+        train.main(['--config', str(path), '--out', str(tmp_path / 'run')])
+    assert exc.value.code == 2 and 'cns.co_trainin: unknown key' in capsys.readouterr().err
+    with pytest.raises(ConfigError, match=r'--set: optim\.lr: expected a number'):
+        load_config(None, ['optim.lr=fast'])
+    with pytest.raises(ConfigError, match=r'--set: data\.bogus: unknown key'):
+        load_config(None, ['data.bogus=1'])
+
+
+@pytest.mark.parametrize('preset', sorted(p.name for p in PRESETS.glob('*.yaml')))
+def test_presets_load_and_round_trip(preset):
+    config = load_config(PRESETS / preset)
+    again = config_from_dict(yaml.safe_load(dump_config(config)), 'dump')
+    assert again == config
+    # presets hold overrides only: every value they set differs from the default (the
+    # method is named in every preset for the reader)
+    data = yaml.safe_load((PRESETS / preset).read_text())
+
+    def same_as_default(overrides: dict, defaults: object, path: str = '') -> list[str]:
+        found = []
+        for key, value in overrides.items():
+            default = getattr(defaults, key)
+            if isinstance(value, dict) and not isinstance(default, dict):
+                found += same_as_default(value, default, f'{path}{key}.')
+            elif config_to_dict(default) == value:
+                found.append(f'{path}{key}')
+        return found
+
+    assert same_as_default(data, TrainConfig()) in ([], ['method']), preset
+
+
+def test_set_overrides_are_typed():
+    config = load_config(None, ['data.augment.scale=[1, 1]', 'cns.co_training=false',
+                                'schedule.steps=7', 'model.options_3d={channel_scale: 0.5}'])
+    assert config.data.augment.scale == (1.0, 1.0) and config.cns.co_training is False
+    assert config.schedule.steps == 7 and config.model.options_3d == {'channel_scale': 0.5}
+    with pytest.raises(ConfigError, match=r'cns\.switching: expected one of'):
+        load_config(None, ['cns.switching=sometimes'])
+    with pytest.raises(ConfigError, match='expected true/false'):
+        load_config(None, ['cns.latent=maybe'])
+    # overrides are checked together: the order of dependent switches does not matter
+    for pair in (['data.images=false', 'cns.network_2d=false'],
+                 ['cns.network_2d=false', 'data.images=false']):
+        assert not load_config(None, pair).data.images
+    with pytest.raises(ConfigError, match=r'the 2D network needs data\.images'):
+        load_config(None, ['data.images=false'])
+
+
+# --- data and checkpoints -------------------------------------------------------------------
+
+def test_dataset_pairs_sweeps_and_augmentation(world):
+    dataroot, root = world
+    base = DataConfig(dataroot=str(dataroot), version='v1.0-mini', cache=str(root),
+                      num_sweeps=2)
+    plain = CachedKeyframes(base, seed=1, augment=False)
+    augmented = CachedKeyframes(base, seed=1, grid_size=0.1)
+    assert len(plain) == 3
+    a, b = plain[(0, 2)], augmented[(0, 2)]
+    for key in ('pair_point', 'pair_camera', 'pair_row', 'pair_col', 'pair_label', 'label'):
+        np.testing.assert_array_equal(a[key], b[key])
+    assert a['points'].shape == b['points'].shape and set(np.unique(a['sweep'])) == {0, 1, 2}
+    np.testing.assert_array_equal(a['points'][:, 3:], b['points'][:, 3:])
+    radius_a = np.linalg.norm(a['points'][:, :2], axis=1)
+    ratio = np.linalg.norm(b['points'][:, :2], axis=1) / np.maximum(radius_a, 1e-6)
+    assert np.ptp(ratio[radius_a > 1]) < 1e-3 and 0.95 <= np.median(ratio) <= 1.05
+    assert np.array_equal(augmented[(0, 2)]['points'], b['points'])       # a function of the key
+    assert not np.array_equal(augmented[(1, 2)]['points'], b['points'])   # another epoch
+    # the super-voxels come from the un-augmented cloud
+    from cns_ros.geometry import voxelize
+    np.testing.assert_array_equal(b['grid'], voxelize(a['points'][:, :3], 0.1).inverse)
+    keyframe_only = CachedKeyframes(DataConfig(**{**base.__dict__, 'num_sweeps': 0}), seed=1)
+    c = keyframe_only[(0, 2)]
+    assert set(np.unique(c['sweep'])) == {0} and c['pair_point'].max() < len(c['points'])
+    batch = collate([augmented[(0, 0)], augmented[(0, 2)]])
+    assert batch.num_images == 12 and batch.images.shape[-2:] == (16, 32)
+    assert batch.segments is not None and batch.sam_embedding.shape == (12, 256, 64, 64)
+    assert int(batch.pair_point.max()) < len(batch.points) and batch.num_elements == 2
+    assert torch.equal(batch.image_labels[batch.pair_image, batch.pair_row, batch.pair_col],
+                       batch.pair_label)
+
+
+def test_rng_state_round_trip_through_a_weights_only_file(tmp_path):
+    random.seed(1), np.random.seed(2), torch.manual_seed(3)
+    state = rng_state()
+    path = tmp_path / 'rng.pt'
+    torch.save(state, path)
+    first = (random.random(), np.random.rand(), torch.rand(1).item())
+    set_rng_state(torch.load(path, weights_only=True))
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == first
+
+
+# --- the real entry point -------------------------------------------------------------------
+
+def test_train_cns_two_steps(world, tmp_path):
+    out = tmp_path / 'cns'
+    assert train.main(_args(world, out, 'synthetic_cns.yaml', '--steps', '2',
+                            '--set', 'cns.start_step=1')) == 0
+    rows = _history(out)
+    assert [r['step'] for r in rows] == [0, 1]
+    assert {'loss/ce_3d', 'loss/ce_2d', 'loss/latent_3d', 'loss/latent_2d'} <= set(rows[0])
+    assert rows[0]['source_3d'] == 'teacher_pixel' and all(np.isfinite(r['loss']) for r in rows)
+    checkpoint = out / 'checkpoints' / 'step_00000002.pt'
+    state = load_checkpoint(checkpoint)
+    assert state['step'] == 2 and state['text_embeddings'].shape == (16, 512)
+    assert any(k.startswith('net2d.') for k in state['model'])
+    assert load_config(checkpoint.with_suffix('.yaml')).schedule.steps == 2
+    assert list((out / 'tensorboard').glob('events.out.tfevents.*'))
+
+
+def test_resume_continues_with_the_identical_loss_trajectory(world, tmp_path):
+    # 3D-only CNS with co-training from step 1; 3 keyframes, batch 1: step 3 opens epoch 1
+    extra = ('--set', 'cns.network_2d=false', '--set', 'cns.start_step=1',
+             '--set', 'log.checkpoint_every=2')
+    straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
+    assert train.main(_args(world, straight, 'synthetic_cns.yaml', '--steps', '4', *extra)) == 0
+    checkpoint = straight / 'checkpoints' / 'step_00000002.pt'
+    assert train.main(['--resume', str(checkpoint), '--out', str(resumed), '--device', 'cpu',
+                       '--no-progress']) == 0
+    full, tail = _history(straight), _history(resumed)
+    assert [r['step'] for r in full] == [0, 1, 2, 3] and [r['step'] for r in tail] == [2, 3]
+    for a, b in zip(full[2:], tail, strict=True):
+        assert a.keys() == b.keys()
+        for key, value in a.items():
+            if isinstance(value, float):
+                assert value == pytest.approx(b[key], abs=1e-6, rel=0), key
+            else:
+                assert value == b[key], key
+    assert load_checkpoint(resumed / 'checkpoints' / 'step_00000004.pt')['step'] == 4
+
+
+def test_train_clip2scene_two_steps(world, tmp_path):
+    out = tmp_path / 'c2s'
+    assert 0 == train.main(_args(world, out, 'synthetic_clip2scene.yaml', '--steps', '2',
+                            '--set', 'clip2scene.self_training_start_step=0',
+                            '--set', 'clip2scene.self_training_prob=1.0',
+                            '--set', 'log.eval_every=1', '--set', 'log.eval_split=mini_val'))
+    rows = _history(out)
+    assert [r['source'] for r in rows] == ['self', 'self']
+    assert {'loss/semantic', 'loss/spatial_temporal'} <= set(rows[0])
+    evaluation = [json.loads(line) for line in (out / 'eval.jsonl').read_text().splitlines()]
+    assert [e['step'] for e in evaluation] == [1] and 0.0 <= evaluation[0]['miou'] <= 1.0
+
+
+def test_missing_cache_or_dataroot_are_clear_errors(world, tmp_path, capsys):
+    dataroot, _ = world
+    with pytest.raises(SystemExit) as exc:
+        train.main(['--config', str(PRESETS / 'synthetic_cns.yaml'), '--dataroot',
+                    str(dataroot), '--version', 'v1.0-mini', '--cache', str(tmp_path / 'none'),
+                    '--out', str(tmp_path / 'a')])
+    assert exc.value.code == 2 and 'pseudo-label cache not found' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train.main(['--config', str(PRESETS / 'synthetic_cns.yaml'), '--dataroot',
+                    str(tmp_path / 'nowhere'), '--version', 'v1.0-mini', '--cache',
+                    str(world[1]), '--out', str(tmp_path / 'b')])
+    assert 'dataroot not found' in capsys.readouterr().err
