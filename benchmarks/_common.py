@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -45,3 +46,21 @@ def write_results(name: str, results: dict[str, Any], out_dir: Path | None = Non
     tmp.write_text(json.dumps({'host': host_info(), **results}, indent=2) + '\n')
     os.replace(tmp, path)
     return path
+
+
+def single_core_parser(description: str, repeats: int) -> argparse.ArgumentParser:
+    """Arguments shared by the one-core micro-benchmarks: --repeats, --all-cores, --out-dir."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument('--repeats', type=int, default=repeats, help='timed runs per case')
+    parser.add_argument('--all-cores', action='store_true',
+                        help='do not pin the process to one CPU core')
+    parser.add_argument('--out-dir', default=None, help='results folder')
+    return parser
+
+
+def pin_to_one_core(all_cores: bool) -> bool:
+    """Pin this process to its first allowed core unless ``all_cores``; True when pinned."""
+    if all_cores or not hasattr(os, 'sched_setaffinity'):
+        return False
+    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    return True

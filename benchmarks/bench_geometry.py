@@ -10,14 +10,12 @@ Usage: ``python benchmarks/bench_geometry.py [--repeats R] [--voxel-size S] [--a
 
 from __future__ import annotations
 
-import argparse
 import math
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from _common import time_call, write_results
+from _common import pin_to_one_core, single_core_parser, time_call, write_results
 
 from cns_ros import geometry as geo
 
@@ -78,17 +76,12 @@ def run(repeats: int, voxel_size: float) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--repeats', type=int, default=100, help='timed runs per case')
+    parser = single_core_parser(__doc__.splitlines()[0], repeats=100)
     parser.add_argument('--voxel-size', type=float, default=0.1, help='voxel edge in metres')
-    parser.add_argument('--all-cores', action='store_true',
-                        help='do not pin the process to one CPU core')
-    parser.add_argument('--out-dir', default=None, help='results folder')
     args = parser.parse_args(argv)
-    if not args.all_cores and hasattr(os, 'sched_setaffinity'):
-        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    pinned = pin_to_one_core(args.all_cores)
     results = run(args.repeats, args.voxel_size)
-    results['one_core'] = not args.all_cores
+    results['one_core'] = pinned
     print(f"geometry, {results['points']} points, {results['cameras']} cameras, "
           f"{results['voxels']} voxels at {results['voxel_size_m']} m, "
           f"{'one core' if results['one_core'] else 'all cores'}")

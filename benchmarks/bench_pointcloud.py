@@ -9,14 +9,12 @@ Usage: ``python benchmarks/bench_pointcloud.py [--points N] [--repeats R] [--all
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from _common import time_call, write_results
+from _common import pin_to_one_core, single_core_parser, time_call, write_results
 
 from cns_ros import pointcloud as pc
 
@@ -95,17 +93,12 @@ def run(n_points: int, repeats: int) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = single_core_parser(__doc__.splitlines()[0], repeats=300)
     parser.add_argument('--points', type=int, default=34_560, help='points per sweep')
-    parser.add_argument('--repeats', type=int, default=300, help='timed runs per case')
-    parser.add_argument('--all-cores', action='store_true',
-                        help='do not pin the process to one CPU core')
-    parser.add_argument('--out-dir', default=None, help='results folder')
     args = parser.parse_args(argv)
-    if not args.all_cores and hasattr(os, 'sched_setaffinity'):
-        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    pinned = pin_to_one_core(args.all_cores)
     results = run(args.points, args.repeats)
-    results['one_core'] = not args.all_cores
+    results['one_core'] = pinned
     print(f"PointCloud2 codec, {results['points']} points ({results['bytes']} bytes), "
           f"{'one core' if results['one_core'] else 'all cores'}")
     print(f"{'case':42s} {'median ms':>10s} {'p90 ms':>8s}")
