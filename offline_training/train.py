@@ -139,33 +139,27 @@ def text_embeddings(config: TrainConfig, class_names: Sequence[str]) -> Any:
 
 
 def build_method(config: TrainConfig, text: Any) -> Any:
-    """The method module (networks + heads + objective) of ``config``, seeded."""
-    from cns_ros.models.build import build_model, model_config
+    """The method module (networks + heads + objective) of ``config``, seeded.
+
+    The network configs come from :func:`cns_ros.training.bundle.network_configs`, which the
+    bundle export uses too, so exported bundles rebuild exactly these architectures.
+    """
+    from cns_ros.models.build import build_model
     from cns_ros.models.heads import SamProjectionConfig, SamProjectionHeads
+    from cns_ros.training.bundle import network_configs
 
     m = config.model
-    clip2scene = config.method == 'clip2scene'
-    try:
-        cfg3d = model_config(m.name_3d, **{
-            'input_features': m.input_features, 'voxel_size': m.voxel_size,
-            'out_dim': config.text.dim,
-            'local_head': clip2scene and config.clip2scene.spatial_temporal, **m.options_3d})
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f'model.options_3d / model.name_3d: {exc}') from None
+    cfg3d, cfg2d = network_configs(config)
     net3d = build_model(m.name_3d, cfg3d)
     net3d.classifier.set_text_embeddings(text)
-    if clip2scene:
+    if config.method == 'clip2scene':
         from cns_ros.training.clip2scene import Clip2SceneMethod
 
         return Clip2SceneMethod(net3d, config.clip2scene, m, config.seed)
     from cns_ros.training.cns import CNSMethod
 
     net2d = heads = None
-    if config.cns.network_2d:
-        try:
-            cfg2d = model_config(m.name_2d, **{'out_dim': config.text.dim, **m.options_2d})
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ConfigError(f'model.options_2d / model.name_2d: {exc}') from None
+    if cfg2d is not None:
         net2d = build_model(m.name_2d, cfg2d)
         net2d.classifier.set_text_embeddings(text)
     if config.cns.latent:

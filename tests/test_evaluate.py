@@ -1,0 +1,197 @@
+"""offline_training/evaluate.py: our nuScenes-16 scores equal the official devkit evaluator's
+(nuscenes.eval.lidarseg.evaluate.LidarSegEval) on the same predictions; JSON, PNG, lidarseg
+prediction files and the teacher comparison. A synthetic world whose scenes make up the whole
+mini_val split, tiny random networks, CPU."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cns_ros.data.synthetic import SyntheticConfig, generate_synthetic_nuscenes
+from cns_ros.metrics import confusion_matrix
+from cns_ros.models.build import build_model, model_config
+from cns_ros.training.bundle import write_bundle
+from cns_ros.vocabulary import lidarseg16_to_train, nuscenes16
+from offline_training import evaluate
+
+SPLIT = 'mini_val'
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _one_torch_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope='module')
+def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """(dataroot, cache, bundle): both mini_val scenes (3 keyframes each), a simulated-teacher
+    cache of them, and a bundle of a tiny random MinkUNet whose text embeddings are spread so
+    that it predicts many classes."""
+    from nuscenes.utils.splits import create_splits_scenes
+
+    from offline_training import pseudo_label
+
+    base = tmp_path_factory.mktemp('evaluate')
+    dataroot = base / 'nuscenes'
+    generate_synthetic_nuscenes(dataroot, SyntheticConfig(
+        scene_names=tuple(create_splits_scenes(verbose=False)[SPLIT]), scene_duration_s=1.0,
+        image_width=160, image_height=90))
+    cache = base / 'cache'
+    assert pseudo_label.main([
+        '--dataroot', str(dataroot), '--version', 'v1.0-mini', '--split', SPLIT,
+        '--teacher', 'simulated', '--sam', 'simulated', '--image-size', '45', '80',
+        '--out', str(cache), '--no-progress']) == 0
+    torch.manual_seed(3)
+    options = {'channel_scale': 0.125, 'out_dim': 16, 'input_features': ['intensity', 'ring'],
+               'voxel_size': 0.5}
+    net = build_model('minkunet14a', model_config('minkunet14a', **options))
+    bundle = write_bundle(base / 'bundle', net3d=net, model_name='minkunet14a',
+                          model_options=options, vocabulary=nuscenes16(),
+                          text_embeddings=torch.eye(16) * 3.0)
+    return dataroot, cache, bundle
+
+
+def _run(world: tuple[Path, Path, Path], out: Path, *extra: str) -> dict:
+    dataroot, _, bundle = world
+    assert evaluate.main(['--bundle', str(bundle), '--dataroot', str(dataroot), '--version',
+                          'v1.0-mini', '--split', SPLIT, '--out', str(out), '--threads', '1',
+                          '--no-progress', *extra]) == 0
+    return json.loads((out / 'metrics.json').read_text())
+
+
+def test_scores_follow_the_devkit_on_hand_made_labels():
+    from nuscenes.eval.lidarseg.utils import ConfusionMatrix
+
+    rng = np.random.default_rng(0)
+    gt16 = rng.choice([0, 1, 2, 4, 11, 13, 15], size=5000)          # classes 3, 5, ... absent
+    pred16 = np.where(rng.random(5000) < 0.6, np.maximum(gt16, 1), rng.integers(1, 9, 5000))
+    official = ConfusionMatrix(17, 0)
+    official.update(gt16, pred16)
+    ours = evaluate.scores(confusion_matrix(lidarseg16_to_train(gt16), pred16 - 1, 16),
+                           nuscenes16().names)
+    assert ours['miou'] == pytest.approx(official.get_mean_iou(), abs=1e-6)
+    iou = official.get_per_class_iou()[1:]
+    for (name, row), value in zip(ours['classes'].items(), iou, strict=True):
+        assert (row['iou'] is None) == bool(np.isnan(value)), name
+        if row['iou'] is not None:
+            assert row['iou'] == pytest.approx(float(value), abs=1e-6), name
+    # a class predicted but absent from the ground truth counts 0 for the devkit only
+    assert ours['classes']['bus']['iou'] == 0.0 and ours['classes']['bus']['support'] == 0
+    assert ours['classes']['bus']['iou_if_present'] is None
+    assert ours['miou_present'] > ours['miou']
+    assert ours['classes']['trailer']['iou'] is None          # neither in gt nor predicted
+    assert ours['miou_union0_as_1'] > ours['miou']
+
+
+def test_our_miou_equals_the_official_lidarseg_eval(world, tmp_path):
+    from nuscenes.eval.lidarseg.evaluate import LidarSegEval
+    from nuscenes.nuscenes import NuScenes
+
+    dataroot = world[0]
+    out = tmp_path / 'eval'
+    document = _run(world, out, '--format', 'nuscenes', '--official')
+    nusc = NuScenes('v1.0-mini', str(dataroot), verbose=False)
+    official = LidarSegEval(nusc, str(out), eval_set=SPLIT).evaluate()
+    ours = document['net3d']
+    assert ours['classes_scored'] >= 4            # a non-trivial prediction mix
+    assert ours['miou'] == pytest.approx(official['miou'], abs=1e-6)
+    assert document['official']['miou'] == pytest.approx(official['miou'], abs=1e-12)
+    for name, row in ours['classes'].items():
+        value = official['iou_per_class'][name]
+        assert (row['iou'] is None) == bool(np.isnan(value)), name
+        if row['iou'] is not None:
+            assert row['iou'] == pytest.approx(float(value), abs=1e-6), name
+    # one uint8 file per keyframe of the split, one label 1..16 per point of its .pcd.bin
+    files = sorted((out / 'lidarseg' / SPLIT).iterdir())
+    assert len(files) == len(nusc.sample) == document['dataset']['keyframes'] == 6
+    for path in files:
+        token = path.name.removesuffix('_lidarseg.bin')
+        points = np.fromfile(Path(dataroot) / nusc.get('sample_data', token)['filename'],
+                             dtype=np.float32).reshape(-1, 5)
+        labels = np.fromfile(path, dtype=np.uint8)
+        assert len(labels) == len(points) and labels.min() >= 1 and labels.max() <= 16
+
+
+def test_json_png_and_teacher_scores_on_the_same_points(world, tmp_path, capsys):
+    cache = world[1]
+    out = tmp_path / 'eval'
+    document = _run(world, out, '--cache', str(cache))
+    for key in ('net3d', 'net3d_paired', 'teacher'):
+        assert len(document[key]['classes']) == 16 and 0.0 <= document[key]['miou'] <= 1.0
+        confusion = np.array(document[key]['confusion'])
+        assert confusion.shape == (16, 17) and confusion.sum() == document[key]['points']
+    assert document['net3d_paired']['points'] == document['teacher']['points']
+    assert document['net3d_paired']['points'] < document['net3d']['points']
+    assert document['dataset']['teacher_keyframes'] == 6
+    assert document['net2d_skipped'] == 'the bundle has no 2D network'
+    # the teacher line is the pseudo-label quality of the cache, point for point
+    quality = json.loads((cache / 'quality.json').read_text())
+    assert document['teacher']['confusion'] == quality['confusion']
+    assert document['teacher']['miou_present'] == pytest.approx(quality['miou'])
+    png = (out / 'iou_3d.png').read_bytes()
+    assert png.startswith(b'\x89PNG\r\n\x1a\n') and len(png) > 10_000
+    assert not (out / 'iou_2d.png').exists() and not (out / 'lidarseg').exists()
+    printed = capsys.readouterr().out
+    assert 'teacher' in printed and 'miou' in printed and 'metrics.json' in printed
+    assert not list(out.glob('.*tmp*'))       # atomic writes leave nothing behind
+
+
+def test_bad_arguments_exit_2(world, tmp_path, capsys):
+    dataroot, _, bundle = world
+    common = ['--dataroot', str(dataroot), '--version', 'v1.0-mini', '--out', str(tmp_path)]
+    cases = [
+        (['--bundle', str(bundle), *common, '--format', 'nuscenes'], 'needs --split'),
+        (['--bundle', str(tmp_path / 'none'), *common, '--split', SPLIT], 'model bundle'),
+        (['--bundle', str(bundle), *common, '--split', 'mini_val', '--official'],
+         '--official needs --format nuscenes'),
+        (['--bundle', str(bundle), *common, '--split', SPLIT, '--cache', str(tmp_path)],
+         'manifest.json not found'),
+        (['--bundle', str(bundle), *common, '--split', 'train'], "split 'train' has no scene"),
+    ]
+    for argv, message in cases:
+        with pytest.raises(SystemExit) as exc:
+            evaluate.main(argv)
+        assert exc.value.code == 2
+        assert message in capsys.readouterr().err, message
+
+
+def test_2d_network_scored_on_pixels_or_skipped_without_pixel_ground_truth(world, tmp_path,
+                                                                            capsys):
+    """A bundle with a 2D network: scored against synthetic_gt/, skipped with a message on a
+    dataroot without it (as real nuScenes)."""
+    dataroot, _, _ = world
+    torch.manual_seed(0)
+    options = {'channel_scale': 0.125, 'out_dim': 8, 'voxel_size': 0.5}
+    net3d = build_model('minkunet14a', model_config('minkunet14a', **options))
+    with pytest.warns(UserWarning, match='random backbone'):
+        net2d = build_model('deeplabv3_r50', model_config(
+            'deeplabv3_r50', out_dim=8, head='conv1x1', allow_random_weights=True))
+    bundle = write_bundle(tmp_path / 'bundle', net3d=net3d, model_name='minkunet14a',
+                          model_options=options, vocabulary=nuscenes16(),
+                          text_embeddings=np.random.default_rng(0).normal(size=(16, 8)),
+                          net2d=net2d, image_model='deeplabv3_r50',
+                          image_model_options={'out_dim': 8, 'head': 'conv1x1'},
+                          metadata={'image_size': [45, 80]})
+    argv = ['--bundle', str(bundle), '--version', 'v1.0-mini', '--split', SPLIT, '--limit', '1',
+            '--no-progress']
+    assert evaluate.main([*argv, '--dataroot', str(dataroot), '--out', str(tmp_path / 'a')]) == 0
+    document = json.loads((tmp_path / 'a' / 'metrics.json').read_text())
+    assert document['dataset']['images'] == 6 and document['net2d_skipped'] is None
+    assert document['net2d']['points'] > 0.5 * 6 * 90 * 160     # ground-truth resolution
+    assert (tmp_path / 'a' / 'iou_2d.png').is_file()
+    copy = tmp_path / 'nuscenes'
+    shutil.copytree(dataroot, copy, ignore=shutil.ignore_patterns('synthetic_gt'))
+    assert evaluate.main([*argv, '--dataroot', str(copy), '--out', str(tmp_path / 'b')]) == 0
+    document = json.loads((tmp_path / 'b' / 'metrics.json').read_text())
+    assert 'net2d' not in document and 'synthetic_gt' in document['net2d_skipped']
+    assert '2D evaluation skipped' in capsys.readouterr().err
+    assert document['dataset']['keyframes'] == 1
