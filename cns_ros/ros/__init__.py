@@ -1,1 +1,2 @@
-"""ROS 2 nodes: the only modules of cns_ros that import rclpy (replay_node, segment_node, sync)."""
+"""ROS 2 nodes (replay_node, segment_node, record_node) and their helpers: the only modules of
+cns_ros that import rclpy."""

@@ -50,16 +50,15 @@ import time
 from collections import Counter
 from typing import Any
 
-import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.exceptions import ParameterException, ParameterUninitializedException
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from cns_ros.data import bags
 from cns_ros.fileio import atomic_write_text
+from cns_ros.ros.runtime import run_node
 
 NODE_NAME = 'replay_node'
 RELIABILITY = {'best_effort': ReliabilityPolicy.BEST_EFFORT,
@@ -335,53 +334,11 @@ class ReplayNode(Node):
         super().destroy_node()
 
 
-def _spin(executor: SingleThreadedExecutor, stop: threading.Event) -> None:
-    """Serve the node's parameter services until ``stop`` or shutdown (a daemon thread)."""
-    while not stop.is_set():
-        try:
-            executor.spin_once(timeout_sec=0.1)
-        except Exception:  # ExternalShutdownException and friends: the context is gone
-            return
-
-
-def _shutdown() -> None:
-    """``rclpy.try_shutdown`` where it exists (Iron+), else ``rclpy.shutdown`` if still up."""
-    if hasattr(rclpy, 'try_shutdown'):
-        rclpy.try_shutdown()
-    elif rclpy.ok():
-        rclpy.shutdown()
-
-
 def main(args: list[str] | None = None) -> int:
     """Run the replay node; returns the process exit code (0 ok, 1 bad bag or parameter)."""
-    rclpy.init(args=args)
-    node: ReplayNode | None = None
-    executor = SingleThreadedExecutor()
-    stop = threading.Event()
-    spinner = threading.Thread(target=_spin, args=(executor, stop), daemon=True)
-    code = 0
-    try:
-        node = ReplayNode()
-        executor.add_node(node)
-        spinner.start()
-        node.play()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except (ValueError, ParameterException) as err:  # bags.BagError is a ValueError
-        hint = ' (floating point parameters need a decimal point: 5.0)' \
-            if "expecting type 'DOUBLE'" in str(err) else ''
-        rclpy.logging.get_logger(NODE_NAME).error(f'{err}{hint}')
-        code = 1
-    finally:
-        stop.set()
-        if spinner.is_alive():
-            spinner.join(timeout=1.0)
-        executor.shutdown(timeout_sec=1.0)
-        if node is not None:
-            node.log_summary()
-            node.destroy_node()
-        _shutdown()
-    return code
+    return run_node(NODE_NAME, ReplayNode, args=args,
+                    errors=(ValueError, ParameterException),  # bags.BagError is a ValueError
+                    work=ReplayNode.play, on_exit=ReplayNode.log_summary)
 
 
 if __name__ == '__main__':

@@ -1,0 +1,102 @@
+"""Sweeps in and out of ``segment_node``, without the node: PointCloud2 -> (xyz, columns) with
+each problem counted (:func:`decode_sweep`), the class colors of labels (:class:`LabelColors`)
+and the stage times of a sweep (:func:`stage_times`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+
+from cns_ros.pointcloud import read_cloud, read_field, read_xyz
+from cns_ros.segmenter import UNLABELED_COLOR
+
+__all__ = ['LabelColors', 'decode_sweep', 'stage_times']
+
+
+def decode_sweep(msg: Any, max_points: int, input_features: Iterable[str],
+                 report: Callable[..., None]
+                 ) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
+    """(xyz, columns) of a sensor_msgs/PointCloud2 sweep, or None when it was dropped.
+
+    Args:
+        msg: The sweep.
+        max_points: Larger sweeps are dropped (``too_large``) before decoding.
+        input_features: The bundle's input features: the columns read besides intensity
+            (zeros when the cloud lacks them).
+        report: ``report(reason, message, drop=...)`` counts and logs drops and events
+            (``too_large``, ``malformed``, ``missing_xyz``, ``bad_fields``, ``converted_xyz``,
+            ``bad_<column>``, ``no_<column>``).
+    """
+    try:
+        count = int(msg.width) * int(msg.height)
+    except (TypeError, ValueError):
+        count = -1
+    if count > max_points:
+        report('too_large', f'{count} points > max_points {max_points}', drop=True)
+        return None
+    try:
+        points = read_cloud(msg)
+    except ValueError as exc:
+        report('malformed', str(exc), drop=True)
+        return None
+    names = points.dtype.names or ()
+    missing = [axis for axis in 'xyz' if axis not in names]
+    if missing:
+        report('missing_xyz', f'no {"/".join(missing)} field (fields: {list(names)})',
+               drop=True)
+        return None
+    try:
+        xyz = read_xyz(points)
+    except ValueError as exc:
+        report('bad_fields', str(exc), drop=True)
+        return None
+    if any(points.dtype.fields[a][0] != np.dtype('float32') for a in 'xyz'):
+        report('converted_xyz', f'x/y/z of type {points.dtype.fields["x"][0]} converted to '
+               'float32', drop=False)
+    columns: dict[str, np.ndarray] = {}
+    wanted = {'intensity', *input_features} - {'xyz', 'rgb'}
+    for name in sorted(wanted):
+        value = None
+        if name in names:
+            value = read_field(points, name, np.float32)
+            if value.shape != (len(xyz),):
+                report(f'bad_{name}', f'{name} field of shape {value.shape[1:]} per point '
+                       'ignored', drop=False)
+                value = None
+        elif len(xyz):
+            report(f'no_{name}', f'no {name} field: zeros used', drop=False)
+        columns[name] = value if value is not None else np.zeros(len(xyz), np.float32)
+    return xyz, columns
+
+
+class LabelColors:
+    """The (N, 3) uint8 class colors of labels, for the vocabulary of each result (the color
+    table is rebuilt when the vocabulary version changes)."""
+
+    def __init__(self) -> None:
+        self._version = -1
+        self._table = np.zeros((1, 3), np.uint8)
+
+    def __call__(self, result: Any, labels: np.ndarray) -> np.ndarray:
+        """(N, 3) uint8 class colors of uint16 ``labels`` of ``result`` (a SegmentResult);
+        UNLABELED: the last table row."""
+        if self._version != result.vocabulary_version:
+            self._table = np.concatenate([result.vocabulary.colors,
+                                          np.array([UNLABELED_COLOR], np.uint8)])
+            self._version = result.vocabulary_version
+        unlabeled_row = len(self._table) - 1  # labels are < C, or 65535 > C
+        return np.take(self._table, np.minimum(labels, unlabeled_row), axis=0)
+
+
+def stage_times(marks: list[float], inference: dict[str, float]) -> dict[str, float]:
+    """Stage times (ms) of a sweep from the clock readings at start, decoded, segmented,
+    encoded and published, with the segmenter's own stages (``other``: the rest of segment)."""
+    start, decoded, segmented, encoded, published = marks
+    stages = {'decode': (decoded - start) * 1e3, **inference,
+              'encode': (encoded - segmented) * 1e3,
+              'publish': (published - encoded) * 1e3}
+    stages['other'] = max(0.0, (segmented - decoded) * 1e3 - sum(inference.values()))
+    return stages

@@ -1,0 +1,614 @@
+"""segment_node through real DDS: the node runs in a subprocess, this test process talks to it.
+
+Tiny bundles with RANDOM weights (MinkUNet14A at 1/8 width, see tests/test_segmenter.py): the
+labels mean nothing, the plumbing is what is checked -- N sweeps in give N labeled clouds out
+(or are counted as busy drops) with the input's header, point count and the documented fields;
+a vocabulary change through the parameter service shows in the next cloud and on
+/cns/class_names, an invalid one is refused with a reason; every kind of bad input leaves the
+node alive and is counted in /diagnostics; a missing or corrupt bundle ends the node with exit
+code 1 and one error line; SIGTERM ends it with 0. Discovery stays on this host in a
+per-session domain (tests/conftest.py); every subprocess has a timeout and is always reaped.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = [
+    pytest.mark.ros, pytest.mark.timeout(120),
+    pytest.mark.skipif(importlib.util.find_spec('rclpy') is None,
+                       reason='rclpy is not importable (no ROS 2 install or PyPI ROS wheels)'),
+    pytest.mark.skipif(importlib.util.find_spec('spconv') is None, reason='spconv missing')]
+
+ROOT = Path(__file__).resolve().parents[1]
+EXIT_TIMEOUT_S = 30.0
+READY_TIMEOUT_S = 60.0
+CAMERA_W, CAMERA_H = 160, 90
+LABEL_FIELDS = [('x', 0, 7), ('y', 4, 7), ('z', 8, 7), ('intensity', 12, 7), ('label', 16, 4),
+                ('confidence', 20, 7), ('rgb', 24, 7)]
+CALIBRATION = """\
+format_version: 1
+base_frame: base_link
+sensors:
+  lidar_top: {frame_id: lidar_top, parent: base_link, translation: [0, 0, 1.8],
+              rotation: [0, 0, 0, 1]}
+  cam_front: {frame_id: cam_front, parent: base_link, translation: [1.5, 0, 1.5],
+              rotation: [-0.5, 0.5, -0.5, 0.5]}
+"""
+
+
+@pytest.fixture(scope='module')
+def bundles(tmp_path_factory):
+    from test_segmenter import make_tiny_bundle
+
+    root = tmp_path_factory.mktemp('node_bundles')
+    return {'tiny': make_tiny_bundle(root / 'tiny'),
+            'with2d': make_tiny_bundle(root / 'with2d', net2d=True)}
+
+
+@pytest.fixture
+def spawn(tmp_path):
+    """Start ``python -m cns_ros.ros.segment_node --ros-args -p ...``; always reaped."""
+    procs: list[subprocess.Popen] = []
+
+    def start(params_file=None, **params) -> subprocess.Popen:
+        args = [sys.executable, '-m', 'cns_ros.ros.segment_node', '--ros-args']
+        if params_file is not None:
+            args += ['--params-file', str(params_file)]
+        defaults = {'num_threads': 1, 'warm_up_points': 300, 'warm_up_passes': 1,
+                    'diagnostics_period': 0.5, 'throttle_duration_sec': 0.0}
+        for name, value in {**defaults, **params}.items():
+            args += ['-p', f'{name}:={value}']
+        log = tmp_path / f'node{len(procs)}.log'
+        with open(log, 'w') as out:
+            proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+                                    env=dict(os.environ))
+        proc.log = log
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+
+
+def wait_exit(proc: subprocess.Popen, timeout: float = EXIT_TIMEOUT_S) -> tuple[int, str]:
+    try:
+        code = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+        pytest.fail(f'segment_node did not exit:\n{proc.log.read_text()}')
+    return code, proc.log.read_text()
+
+
+def make_sweep(n: int = 400, seed: int = 0, fields: str = 'xyzir', dtype=np.float32):
+    """Columns of a synthetic sweep in front of the car (x forward, 3..20 m)."""
+    rng = np.random.default_rng(seed)
+    columns = {'x': rng.uniform(3, 20, n), 'y': rng.uniform(-4, 4, n),
+               'z': rng.uniform(-1.5, 0.5, n), 'intensity': rng.uniform(0, 255, n),
+               'ring': rng.integers(0, 32, n)}
+    names = {'x': 'x', 'y': 'y', 'z': 'z', 'i': 'intensity', 'r': 'ring'}
+    return {names[k]: columns[names[k]].astype(dtype) for k in fields}
+
+
+class Probe:
+    """The test side: publishes inputs, records outputs, calls the parameter services."""
+
+    def __init__(self, reliable: bool = True, cameras: tuple[str, ...] = ()) -> None:
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from nav_msgs.msg import Odometry
+        from rcl_interfaces.srv import GetParameters, SetParameters
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+        from rclpy.signals import SignalHandlerOptions
+        from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+        from std_msgs.msg import String
+
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, signal_handler_options=SignalHandlerOptions.NO)
+        self.node = rclpy.create_node('segment_node_probe', context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE if reliable
+                         else ReliabilityPolicy.BEST_EFFORT)
+        self.lidar = self.node.create_publisher(PointCloud2, '/lidar_top', qos)
+        self.odom = self.node.create_publisher(Odometry, '/odom', qos)
+        self.images = {c: self.node.create_publisher(CompressedImage,
+                                                     f'/{c}/image_rect_compressed', qos)
+                       for c in cameras}
+        self.infos = {c: self.node.create_publisher(CameraInfo, f'/{c}/camera_info', qos)
+                      for c in cameras}
+        self.clouds: list = []
+        self.names: list[list[dict]] = []
+        self.diagnostics: list[dict[str, str]] = []
+        self.label_images: dict[str, list] = {c: [] for c in cameras}
+        out = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        self.node.create_subscription(PointCloud2, '/cns/labeled_points', self.clouds.append,
+                                      out)
+        self.node.create_subscription(
+            String, '/cns/class_names', lambda m: self.names.append(json.loads(m.data)),
+            QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                       durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics,
+                                      10)
+        for cam in cameras:
+            self.node.create_subscription(Image, f'/cns/{cam}/labels',
+                                          self.label_images[cam].append, out)
+        self.set_client = self.node.create_client(SetParameters,
+                                                  '/cns_segmenter/set_parameters')
+        self.get_client = self.node.create_client(GetParameters,
+                                                  '/cns_segmenter/get_parameters')
+
+    def _on_diagnostics(self, msg) -> None:
+        for status in msg.status:
+            if status.name.startswith('cns_segmenter'):
+                values = {kv.key: kv.value for kv in status.values}
+                values['_level'] = int.from_bytes(status.level, 'little')
+                values['_message'] = status.message
+                self.diagnostics.append(values)
+
+    def spin_until(self, done, timeout: float, proc: subprocess.Popen | None = None) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if done():
+                return True
+            if proc is not None and proc.poll() is not None:
+                pytest.fail(f'segment_node exited ({proc.returncode}):\n'
+                            f'{proc.log.read_text()}')
+            self.executor.spin_once(timeout_sec=0.02)
+        return bool(done())
+
+    def wait_ready(self, proc: subprocess.Popen) -> None:
+        ok = self.spin_until(lambda: self.lidar.get_subscription_count() > 0 and self.names
+                             and self.set_client.service_is_ready(), READY_TIMEOUT_S, proc)
+        assert ok, f'segment_node not ready:\n{proc.log.read_text()}'
+
+    def header(self, stamp_ns: int, frame: str = 'lidar_top'):
+        from std_msgs.msg import Header
+
+        header = Header(frame_id=frame)
+        header.stamp.sec, header.stamp.nanosec = divmod(stamp_ns, 10**9)
+        return header
+
+    def publish_columns(self, columns: dict, stamp_ns: int) -> None:
+        from sensor_msgs.msg import PointCloud2, PointField
+
+        from cns_ros.pointcloud import create_cloud_from_columns
+
+        cloud = create_cloud_from_columns(columns)
+        self.lidar.publish(cloud.to_message(PointCloud2, PointField, self.header(stamp_ns)))
+
+    def publish_raw_cloud(self, stamp_ns: int, fields: list[tuple[str, int, int, int]],
+                          point_step: int, width: int, data: bytes) -> None:
+        from sensor_msgs.msg import PointCloud2, PointField
+
+        msg = PointCloud2(header=self.header(stamp_ns), height=1, width=width,
+                          fields=[PointField(name=n, offset=o, datatype=d, count=c)
+                                  for n, o, d, c in fields],
+                          is_bigendian=False, point_step=point_step,
+                          row_step=point_step * width, is_dense=True)
+        msg.data = data
+        self.lidar.publish(msg)
+
+    def publish_image(self, camera: str, stamp_ns: int, data: bytes) -> None:
+        from sensor_msgs.msg import CompressedImage
+
+        msg = CompressedImage(header=self.header(stamp_ns, camera), format='jpeg')
+        msg.data = data
+        self.images[camera].publish(msg)
+
+    def publish_camera_info(self, camera: str, stamp_ns: int) -> None:
+        from sensor_msgs.msg import CameraInfo
+
+        k = [80.0, 0.0, 80.0, 0.0, 80.0, 45.0, 0.0, 0.0, 1.0]
+        self.infos[camera].publish(CameraInfo(
+            header=self.header(stamp_ns, camera), width=CAMERA_W, height=CAMERA_H,
+            distortion_model='plumb_bob', d=[0.0] * 5, k=k,
+            r=[1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0], p=[*k[:3], 0.0, *k[3:6], 0.0, *k[6:], 0.0]))
+
+    def publish_odometry(self, stamp_ns: int, x: float) -> None:
+        from nav_msgs.msg import Odometry
+
+        msg = Odometry(header=self.header(stamp_ns, 'odom'), child_frame_id='base_link')
+        msg.pose.pose.position.x = x
+        msg.pose.pose.orientation.w = 1.0
+        self.odom.publish(msg)
+
+    def set_parameters(self, **values):
+        from rcl_interfaces.srv import SetParameters
+        from rclpy.parameter import Parameter
+
+        request = SetParameters.Request(parameters=[Parameter(k, value=v).to_parameter_msg()
+                                                    for k, v in values.items()])
+        future = self.set_client.call_async(request)
+        assert self.spin_until(future.done, 30.0), 'set_parameters timed out'
+        return future.result().results
+
+    def get_parameter(self, name: str):
+        from rcl_interfaces.srv import GetParameters
+        from rclpy.parameter import parameter_value_to_python
+
+        future = self.get_client.call_async(GetParameters.Request(names=[name]))
+        assert self.spin_until(future.done, 30.0), 'get_parameters timed out'
+        return parameter_value_to_python(future.result().values[0])
+
+    def latest_diagnostics(self, proc, wanted=(), timeout: float = 20.0) -> dict[str, str]:
+        """The newest diagnostics that have every key in ``wanted``."""
+        count = len(self.diagnostics)
+        self.spin_until(lambda: len(self.diagnostics) > count and all(
+            k in self.diagnostics[-1] for k in wanted), timeout, proc)
+        assert self.diagnostics, f'no /diagnostics:\n{proc.log.read_text()}'
+        last = self.diagnostics[-1]
+        missing = [k for k in wanted if k not in last]
+        assert not missing, f'{missing} not in diagnostics {last}\n{proc.log.read_text()}'
+        return last
+
+    def close(self) -> None:
+        import rclpy
+
+        self.executor.shutdown(timeout_sec=1.0)
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+
+@pytest.fixture
+def probe():
+    made: list[Probe] = []
+
+    def make(**kwargs) -> Probe:
+        made.append(Probe(**kwargs))
+        return made[-1]
+
+    yield make
+    for item in made:
+        item.close()
+
+
+def decoded(msg) -> np.ndarray:
+    from cns_ros.pointcloud import read_cloud
+
+    return read_cloud(msg)
+
+
+def check_cloud(msg, columns: dict, stamp_ns: int, names: list[dict]) -> np.ndarray:
+    """The output layout, header and pass-through values; returns the decoded points."""
+    from cns_ros.pointcloud import unpack_rgb
+
+    n = len(columns['x'])
+    assert (msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec) == stamp_ns
+    assert msg.header.frame_id == 'lidar_top'
+    assert msg.height == 1 and msg.width == n and msg.point_step == 28
+    assert [(f.name, f.offset, f.datatype) for f in msg.fields] == LABEL_FIELDS
+    assert all(f.count == 1 for f in msg.fields) and not msg.is_bigendian
+    points = decoded(msg)
+    for axis in 'xyz':
+        np.testing.assert_array_equal(points[axis], columns[axis].astype(np.float32))
+    np.testing.assert_array_equal(points['intensity'], columns['intensity'])
+    labels = points['label']
+    valid = labels != 65535
+    assert (labels[valid] < len(names)).all()
+    assert ((points['confidence'][valid] > 0) & (points['confidence'][valid] <= 1.0)).all()
+    colors = np.array([entry['color'] for entry in names], np.uint8)
+    np.testing.assert_array_equal(unpack_rgb(points['rgb'][valid]), colors[labels[valid]])
+    return points
+
+
+def stamps_of(clouds) -> list[int]:
+    return [m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in clouds]
+
+
+T0 = 1_700_000_000 * 10**9
+
+
+def test_sweeps_in_labeled_clouds_out_and_runtime_vocabulary(spawn, probe, bundles, tmp_path):
+    stats = tmp_path / 'stats.json'
+    proc = spawn(params_file=ROOT / 'config' / 'segment.yaml', model=bundles['tiny'],
+                 stats_file=stats)
+    sub = probe(reliable=True)
+    sub.wait_ready(proc)
+    assert [e['name'] for e in sub.names[-1]][:3] == ['barrier', 'bicycle', 'bus']
+    assert sub.names[-1][3] == {'id': 3, 'name': 'car', 'color': [255, 158, 0]}
+
+    # N sweeps at a modest rate: each comes out once (or is counted as a busy drop).
+    sent = {}
+    for k in range(6):
+        columns = make_sweep(300 + 10 * k, seed=k)
+        stamp = T0 + k * 100_000_000
+        sent[stamp] = columns
+        sub.publish_columns(columns, stamp)
+        sub.spin_until(lambda: False, 0.4)
+    sub.spin_until(lambda: len(sub.clouds) >= 6, 20.0, proc)
+    diagnostics = sub.latest_diagnostics(proc, ['outputs'])
+    busy = int(diagnostics.get('drops.busy', 0))
+    assert len(sub.clouds) + busy == 6, (len(sub.clouds), busy, proc.log.read_text())
+    assert len(sub.clouds) >= 3
+    assert stamps_of(sub.clouds) == sorted(stamps_of(sub.clouds))
+    for msg in sub.clouds:
+        stamp = stamps_of([msg])[0]
+        check_cloud(msg, sent[stamp], stamp, sub.names[-1])
+    assert int(diagnostics['inputs']) == 6 and int(diagnostics['outputs']) == len(sub.clouds)
+    assert diagnostics['device'] == 'cpu' and diagnostics['vocabulary_size'] == '16'
+    assert float(diagnostics['latency_p50_ms']) > 0
+    assert {'stage_p50_ms.network', 'stage_p50_ms.overhead'} <= set(diagnostics)
+
+    # A valid vocabulary change: next cloud and /cns/class_names follow it.
+    names_before = len(sub.names)
+    results = sub.set_parameters(vocabulary=['car'])
+    assert results[0].successful, results[0].reason
+    assert sub.spin_until(lambda: len(sub.names) > names_before, 10.0, proc)
+    assert sub.names[-1] == [{'id': 0, 'name': 'car', 'color': [255, 158, 0]}]
+    count = len(sub.clouds)
+    columns = make_sweep(250, seed=10)
+    sub.publish_columns(columns, T0 + 10**9)
+    assert sub.spin_until(lambda: len(sub.clouds) > count, 20.0, proc)
+    points = check_cloud(sub.clouds[-1], columns, T0 + 10**9, sub.names[-1])
+    assert (points['label'] == 0).all() and np.allclose(points['confidence'], 1.0)
+
+    # Invalid vocabularies are refused with the reason; the old one stays.
+    names_before = len(sub.names)
+    for value, reason in ((['car', 'Car'], 'unique'), (['excavator'], 'no text embedding'),
+                          (['car:'], 'empty synonym')):
+        result = sub.set_parameters(vocabulary=value)[0]
+        assert not result.successful and reason in result.reason, result.reason
+    result = sub.set_parameters(device='cuda')[0]
+    assert not result.successful and 'read-only' in result.reason.lower(), result.reason
+    assert sub.get_parameter('vocabulary') == ['car']
+    sub.spin_until(lambda: False, 0.5)
+    assert len(sub.names) == names_before
+    count = len(sub.clouds)
+    sub.publish_columns(columns, T0 + 2 * 10**9)
+    assert sub.spin_until(lambda: len(sub.clouds) > count, 20.0, proc)
+    assert (decoded(sub.clouds[-1])['label'] == 0).all()
+
+    # Back to two known classes, with the bundle's synonyms kept.
+    assert sub.set_parameters(vocabulary=['pedestrian', 'car'])[0].successful
+    assert sub.spin_until(lambda: [e['name'] for e in sub.names[-1]] == ['pedestrian', 'car'],
+                          10.0, proc)
+
+    # SIGTERM (what launch sends after SIGINT) ends it cleanly, statistics written.
+    proc.send_signal(signal.SIGTERM)
+    code, log = wait_exit(proc)
+    assert code == 0, log
+    assert 'Traceback' not in log and 'ERROR' not in log, log
+    summary = json.loads(stats.read_text())
+    assert summary['outputs'] == len(sub.clouds) and summary['inputs'] == 8
+    assert len(summary['latency_samples_ms']) == len(sub.clouds)
+
+
+def _jpeg(width: int = CAMERA_W, height: int = CAMERA_H) -> bytes:
+    import cv2
+
+    image = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    ok, encoded = cv2.imencode('.jpg', image)
+    assert ok
+    return encoded.tobytes()
+
+
+def test_bad_inputs_are_counted_and_the_node_survives(spawn, probe, bundles, tmp_path):
+    calibration = tmp_path / 'calibration.yaml'
+    calibration.write_text(CALIBRATION)
+    proc = spawn(model=bundles['tiny'], input_reliability='reliable', cameras='[cam_front]',
+                 camera_labels='projected', calibration=calibration, max_wait=0.05)
+    sub = probe(reliable=True, cameras=('cam_front',))
+    sub.wait_ready(proc)
+    stamp = T0
+
+    def next_stamp(step: int = 100_000_000) -> int:
+        nonlocal stamp
+        stamp += step
+        return stamp
+
+    def expect_output(stamp_ns: int, timeout: float = 20.0):
+        ok = sub.spin_until(lambda: stamp_ns in stamps_of(sub.clouds), timeout, proc)
+        assert ok, f'no output for {stamp_ns}:\n{proc.log.read_text()}'
+        return next(m for m in sub.clouds if stamps_of([m])[0] == stamp_ns)
+
+    def pause(seconds: float = 0.4) -> None:
+        sub.spin_until(lambda: False, seconds)
+
+    good = make_sweep(200, seed=3)
+    raw = np.stack([good['x'], good['y'], good['z']], 1).astype(np.float32)
+    # Truncated data, a field past point_step, an unknown datatype: malformed.
+    sub.publish_raw_cloud(next_stamp(), [('x', 0, 7, 1), ('y', 4, 7, 1), ('z', 8, 7, 1)], 12,
+                          200, raw.tobytes()[:-100])
+    pause()
+    sub.publish_raw_cloud(next_stamp(), [('x', 0, 7, 1), ('y', 4, 7, 1), ('z', 10, 7, 1)], 12,
+                          200, raw.tobytes())
+    pause()
+    sub.publish_raw_cloud(next_stamp(), [('x', 0, 7, 1), ('y', 4, 7, 1), ('z', 8, 42, 1)], 12,
+                          200, raw.tobytes())
+    pause()
+    # No x/y/z; z with count 2.
+    sub.publish_raw_cloud(next_stamp(), [('a', 0, 7, 1), ('b', 4, 7, 1), ('c', 8, 7, 1)], 12,
+                          200, raw.tobytes())
+    pause()
+    sub.publish_raw_cloud(next_stamp(), [('x', 0, 7, 1), ('y', 4, 7, 1), ('z', 8, 7, 2)], 16,
+                          200, bytes(16 * 200))
+    pause()
+    # Wrong but convertible types (float64 x/y/z, no intensity/ring): labeled anyway.
+    wide = make_sweep(150, seed=4, fields='xyz', dtype=np.float64)
+    sub.publish_columns(wide, wide_stamp := next_stamp())
+    out = expect_output(wide_stamp)
+    assert out.width == 150 and (decoded(out)['intensity'] == 0).all()
+    # NaN / inf points: labeled 65535 with confidence 0, the rest labeled.
+    nan = make_sweep(200, seed=5)
+    nan['x'][[0, 7]] = np.nan
+    nan['z'][9] = np.inf
+    sub.publish_columns(nan, nan_stamp := next_stamp())
+    points = decoded(expect_output(nan_stamp))
+    assert (points['label'][[0, 7, 9]] == 65535).all()
+    assert (points['confidence'][[0, 7, 9]] == 0).all()
+    assert (points['label'][10:] < 16).all()
+    # An empty cloud: an empty labeled cloud.
+    sub.publish_columns(make_sweep(0), empty_stamp := next_stamp())
+    assert expect_output(empty_stamp).width == 0
+    # 2 million points (24 MB): dropped before decoding.
+    big = np.zeros((2_000_000, 3), np.float32)
+    sub.publish_raw_cloud(next_stamp(), [('x', 0, 7, 1), ('y', 4, 7, 1), ('z', 8, 7, 1)], 12,
+                          len(big), big.tobytes())
+    del big
+    # Time jumps back (a looping bag): reset, still labeled.
+    sub.publish_columns(good, back_stamp := T0 - 30 * 10**9)
+    stamp = back_stamp
+    expect_output(back_stamp)
+    # A camera frame without CameraInfo: cloud published, no label image.
+    sub.publish_columns(good, cam_stamp := next_stamp())
+    sub.publish_image('cam_front', cam_stamp, _jpeg())
+    expect_output(cam_stamp)
+    # With CameraInfo and odometry: a projected mono8 label image with the image's header.
+    sub.publish_camera_info('cam_front', cam_stamp)
+    for k in range(3):
+        sub.publish_odometry(cam_stamp + k * 100_000_000, 2.0 * k)
+    pause(0.3)
+    sub.publish_columns(good, cam_stamp2 := next_stamp())
+    sub.publish_image('cam_front', cam_stamp2 + 5_000_000, _jpeg())
+    expect_output(cam_stamp2)
+    assert sub.spin_until(lambda: sub.label_images['cam_front'], 20.0, proc), \
+        proc.log.read_text()
+    image = sub.label_images['cam_front'][-1]
+    assert (image.encoding, image.width, image.height) == ('mono8', CAMERA_W, CAMERA_H)
+    assert image.header.frame_id == 'cam_front'
+    assert image.header.stamp.sec * 10**9 + image.header.stamp.nanosec == cam_stamp2 + 5_000_000
+    pixels = np.frombuffer(image.data, np.uint8)
+    assert (pixels < 16).sum() > 20 and (pixels == 255).sum() > 0  # some points land
+
+    diagnostics = sub.latest_diagnostics(proc, [
+        'drops.malformed', 'drops.missing_xyz', 'drops.bad_fields', 'drops.too_large',
+        'events.converted_xyz', 'events.no_intensity', 'events.nonfinite_points',
+        'events.empty', 'events.time_jump', 'events.no_camera_info'])
+    assert int(diagnostics['drops.malformed']) == 3, diagnostics
+    assert int(diagnostics['drops.too_large']) == 1
+    assert int(diagnostics['events.time_jump']) == 1
+    assert diagnostics['_level'] in (0, 1)
+    assert proc.poll() is None, proc.log.read_text()
+    log = proc.log.read_text()
+    assert 'Traceback' not in log and 'internal_error' not in log, log
+    for reason in ('malformed', 'missing_xyz', 'too_large', 'no_camera_info', 'time_jump'):
+        assert f'[{reason}]' in log, f'{reason} not logged:\n{log}'
+
+
+def test_network_camera_labels_and_undecodable_images(spawn, probe, bundles):
+    proc = spawn(model=bundles['with2d'], cameras='[cam_front]', input_reliability='reliable',
+                 max_wait=0.5)
+    sub = probe(reliable=True, cameras=('cam_front',))
+    sub.wait_ready(proc)
+    assert '(network labels)' in proc.log.read_text()
+    columns = make_sweep(200, seed=6)
+    sub.publish_image('cam_front', T0, _jpeg(120, 68))
+    sub.publish_columns(columns, T0)
+    assert sub.spin_until(lambda: sub.label_images['cam_front'] and sub.clouds, 30.0, proc), \
+        proc.log.read_text()
+    image = sub.label_images['cam_front'][-1]
+    assert (image.encoding, image.width, image.height) == ('mono8', 120, 68)
+    assert np.frombuffer(image.data, np.uint8).max() < 16
+    # Bytes that are no image: the cloud still comes out, the failure is counted.
+    sub.publish_image('cam_front', T0 + 10**8, b'\xff\xd8 not a jpeg at all')
+    sub.publish_columns(columns, T0 + 10**8)
+    assert sub.spin_until(lambda: len(sub.clouds) >= 2, 30.0, proc), proc.log.read_text()
+    diagnostics = sub.latest_diagnostics(proc, ['events.image_decode'])
+    assert int(diagnostics['events.image_decode']) == 1
+    assert len(sub.label_images['cam_front']) == 1
+    # Ctrl-C: the worker is joined, a summary logged, exit code 0.
+    proc.send_signal(signal.SIGINT)
+    code, log = wait_exit(proc)
+    assert code == 0 and 'stopped: 2 sweeps in, 2 out' in log, log
+    assert 'Traceback' not in log and 'Failed to publish' not in log, log
+
+
+def test_bad_bundle_or_parameter_exits_1_with_one_error_line(spawn, bundles, tmp_path):
+    corrupt = tmp_path / 'corrupt'
+    corrupt.mkdir()
+    for path in Path(bundles['tiny']).iterdir():
+        (corrupt / path.name).write_bytes(path.read_bytes())
+    (corrupt / 'model.safetensors').write_bytes(b'\x00' * 64)
+    cases = {
+        'missing bundle': ({'model': tmp_path / 'nowhere'}, 'not found'),
+        'corrupt bundle': ({'model': corrupt}, 'model.safetensors'),
+        'no model': ({}, "parameter 'model' is required"),
+        'network labels without 2D net': (
+            {'model': bundles['tiny'], 'cameras': '[cam_front]', 'camera_labels': 'network'},
+            'needs a bundle with a 2D network'),
+    }
+    if importlib.util.find_spec('tf2_ros') is None:
+        cases['tf without tf2_ros'] = ({'model': bundles['tiny'], 'cameras': '[cam_front]',
+                                        'camera_labels': 'projected',
+                                        'calibration_source': 'tf'}, 'tf2_ros')
+    if importlib.util.find_spec('message_filters') is None:
+        calibration = tmp_path / 'calibration.yaml'
+        calibration.write_text(CALIBRATION)
+        cases['approximate_time without message_filters'] = (
+            {'model': bundles['tiny'], 'cameras': '[cam_front]', 'camera_labels': 'projected',
+             'calibration': calibration, 'sync_policy': 'approximate_time'}, 'message_filters')
+    procs = {name: spawn(**params) for name, (params, _) in cases.items()}
+    for name, proc in procs.items():
+        code, log = wait_exit(proc, timeout=60.0)
+        errors = [line for line in log.splitlines() if 'ERROR' in line]
+        assert code == 1, f'{name}: {log}'
+        assert 'Traceback' not in log, f'{name}: {log}'
+        assert len(errors) == 1 and cases[name][1] in errors[0], f'{name}: {log}'
+        print(f'\n{name}: {errors[0]}')
+
+
+def test_segment_yaml_documents_every_parameter_with_its_default():
+    """config/segment.yaml: each parameter once (set, or commented out for lists), with the
+    node's default; nothing the node does not declare."""
+    import re
+    import xml.etree.ElementTree as ET
+
+    import yaml
+    from rclpy.parameter import Parameter
+
+    from cns_ros.ros.segment_node import PARAMETERS
+
+    text = (ROOT / 'config' / 'segment.yaml').read_text()
+    values = yaml.safe_load(text)['/**']['ros__parameters']
+    commented = set(re.findall(r'^    # (\w+): ', text, flags=re.M))
+    declared = {spec.name: spec.default for spec in PARAMETERS}
+    assert set(values) <= set(declared), set(values) - set(declared)
+    assert set(declared) | {'vocabulary'} == set(values) | (commented & (set(declared) | {
+        'vocabulary'})), 'undocumented parameters'
+    for name, value in values.items():
+        assert value == declared[name] and type(value) is type(declared[name]), name
+    for name in set(declared) - set(values):
+        assert isinstance(declared[name], Parameter.Type), f'{name} commented out'
+    root = ET.parse(ROOT / 'config' / 'fastdds_shm.xml').getroot()
+    sizes = [e.text for e in root.iter('{http://www.eprosima.com}segment_size')]
+    assert sizes == [str(32 * 2**20)]
+
+
+def test_latest_mailbox_keeps_only_the_newest():
+    import threading
+
+    from cns_ros.ros.segment_node import LatestMailbox
+
+    box = LatestMailbox()
+    assert box.take(timeout=0.01) is None
+    assert box.put(1) is None and box.put(2) == 1 and box.put(3) == 2
+    assert box.take(timeout=0.01) == 3 and box.take(timeout=0.01) is None
+    got = []
+    worker = threading.Thread(target=lambda: got.append(box.take(timeout=5.0)))
+    worker.start()
+    box.put('x')
+    worker.join(timeout=5.0)
+    assert got == ['x']
+    box.close()
+    start = time.monotonic()
+    assert box.take(timeout=5.0) is None and time.monotonic() - start < 1.0

@@ -1,0 +1,377 @@
+"""The ROS-free inference core (cns_ros.segmenter) on tiny bundles with RANDOM weights.
+
+The networks are the real architectures at reduced width (MinkUNet14A with channel_scale 1/8,
+D = 16) and random weights, so the labels mean nothing; what is checked is the plumbing:
+labels equal the argmax of a hand computation through the bundle's own network, confidences
+are the softmax, invalid points are UNLABELED, and vocabulary updates keep their contract.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip('torch')
+pytest.importorskip('spconv')
+
+from cns_ros.models.build import build_model, model_config  # noqa: E402
+from cns_ros.models.minkunet import assemble_point_features  # noqa: E402
+from cns_ros.models.sparse import voxelize_batch  # noqa: E402
+from cns_ros.segmenter import (  # noqa: E402
+    UNLABELED,
+    UNLABELED_COLOR,
+    Segmenter,
+    SegmenterError,
+    VocabularyUpdateError,
+    parse_vocabulary_entries,
+    resolve_device,
+    voxelize_one,
+)
+from cns_ros.training.bundle import (  # noqa: E402
+    BundleError,
+    load_bundle,
+    load_bundle_networks,
+    write_bundle,
+)
+from cns_ros.vocabulary import nuscenes16, palette  # noqa: E402
+
+DIM = 16
+OPTIONS = {'channel_scale': 0.125, 'out_dim': DIM, 'voxel_size': 0.5,
+           'input_features': ['intensity', 'ring']}
+
+
+def make_tiny_bundle(path, *, seed=0, net2d=False, clip_model=None, options=None):
+    """A bundle of a random-weight MinkUNet14A at 1/8 width (and optionally DeepLabV3)."""
+    options = dict(options or OPTIONS)
+    torch.manual_seed(seed)
+    net = build_model('minkunet14a', model_config('minkunet14a', **options))
+    with torch.no_grad():  # spread the random features so labels differ between points
+        for name, param in net.named_parameters():
+            if name.endswith('weight') and param.dim() > 1:
+                param.normal_(0.0, 0.5)
+    vocabulary = nuscenes16()
+    embeddings = torch.nn.functional.normalize(torch.randn(vocabulary.num_classes, DIM), dim=1)
+    extra = {}
+    if net2d:
+        options2d = {'out_dim': DIM, 'allow_random_weights': True, 'head': 'conv1x1'}
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            extra = {'net2d': build_model('deeplabv3_r50',
+                                          model_config('deeplabv3_r50', **options2d)),
+                     'image_model': 'deeplabv3_r50', 'image_model_options': options2d}
+    return write_bundle(path, net3d=net, model_name='minkunet14a', model_options=options,
+                        vocabulary=vocabulary, text_embeddings=embeddings,
+                        clip_model=clip_model, metadata={
+                            'random_weights': True, 'image_size': [32, 64],
+                            'note': 'random weights: plumbing tests only'}, **extra)
+
+
+def sweep(n=600, seed=1, scale=8.0):
+    rng = np.random.default_rng(seed)
+    xyz = (rng.standard_normal((n, 3)) * [scale, scale, 1.0]).astype(np.float32)
+    columns = {'intensity': rng.uniform(0, 255, n).astype(np.float32),
+               'ring': rng.integers(0, 32, n).astype(np.float32)}
+    return xyz, columns
+
+
+def fake_encoder(prompt_names):
+    """Deterministic unit embeddings from a hash of the prompt names (no CLIP needed)."""
+    rows = []
+    for names in prompt_names:
+        digest = hashlib.sha256('|'.join(names).encode()).digest()
+        rng = np.random.default_rng(int.from_bytes(digest[:8], 'little'))
+        row = rng.standard_normal(DIM)
+        rows.append(row / np.linalg.norm(row))
+    return np.array(rows, dtype=np.float32)
+
+
+@pytest.fixture(scope='module', autouse=True)
+def one_torch_thread():
+    """One intra-op thread: on a small shared CPU, OpenMP threads waiting for each other make
+    sparse convolutions many times slower (the node exposes this as num_threads)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope='module')
+def bundle_dir(tmp_path_factory):
+    return make_tiny_bundle(tmp_path_factory.mktemp('bundle') / 'tiny')
+
+
+@pytest.fixture
+def segmenter(bundle_dir):
+    return Segmenter(bundle_dir, device='cpu')
+
+
+def hand_logits(bundle_dir, xyz, columns, embeddings):
+    """(N, C) logits the long way: the bundle's network on per-point features, then its own
+    TextClassifier with the given (C, D) embeddings."""
+    net, _ = load_bundle_networks(load_bundle(bundle_dir), 'cpu')
+    net.classifier.set_text_embeddings(torch.as_tensor(np.asarray(embeddings)))
+    points = torch.from_numpy(xyz)
+    features = assemble_point_features(columns, ['intensity', 'ring'])
+    with torch.no_grad():
+        out = net(voxelize_batch([points], [features], 0.5, shape_multiple=16))
+        return net.classifier(out.features)
+
+
+def test_normalized_features_and_logit_scale_follow_the_classifier_config(tmp_path):
+    options = {**OPTIONS, 'classifier': {'normalize_features': True, 'logit_scale': 20.0}}
+    bundle = make_tiny_bundle(tmp_path / 'cosine', options=options)
+    xyz, columns = sweep(500, seed=7)
+    result = Segmenter(bundle, device='cpu').segment(xyz, columns)
+    logits = hand_logits(bundle, xyz, columns, load_bundle(bundle).text_embeddings)
+    assert_argmax(result.labels, logits)
+    softmax = torch.softmax(logits, 1).max(1).values.numpy()
+    np.testing.assert_allclose(result.confidence, softmax, rtol=1e-4, atol=1e-5)
+
+
+def assert_argmax(labels, logits):
+    """labels == argmax(logits) wherever the top two logits differ by more than float noise
+    (the segmenter folds the projection head into the classifier: same math, other rounding)."""
+    top2 = torch.topk(logits, 2, dim=1).values
+    clear = ((top2[:, 0] - top2[:, 1]) > 1e-4 * top2[:, 0].abs().clamp_min(1.0)).numpy()
+    assert clear.mean() > 0.98
+    np.testing.assert_array_equal(labels[clear], logits.argmax(1).numpy()[clear])
+
+
+def test_labels_are_the_argmax_of_a_hand_computation(segmenter, bundle_dir):
+    xyz, columns = sweep()
+    result = segmenter.segment(xyz, columns)
+    logits = hand_logits(bundle_dir, xyz, columns, load_bundle(bundle_dir).text_embeddings)
+    expected = logits.argmax(1).numpy()
+    assert result.labels.dtype == np.uint16 and result.confidence.dtype == np.float32
+    assert result.labels.shape == result.confidence.shape == (len(xyz),)
+    assert len(np.unique(expected)) > 1, 'test network gives one class: not a useful test'
+    assert_argmax(result.labels, logits)
+    softmax = torch.softmax(logits, 1).max(1).values.numpy()
+    np.testing.assert_allclose(result.confidence, softmax, rtol=1e-4, atol=1e-5)
+    assert result.num_valid == len(xyz) and result.missing_columns == ()
+    assert set(result.timings) == {'voxelize', 'network', 'classify'}
+    assert all(v >= 0 for v in result.timings.values())
+
+
+def test_temperature_changes_confidence_not_labels(segmenter):
+    xyz, columns = sweep(300)
+    base = segmenter.segment(xyz, columns)
+    segmenter.temperature = 10.0
+    flat = segmenter.segment(xyz, columns)
+    np.testing.assert_array_equal(flat.labels, base.labels)
+    assert (flat.confidence <= base.confidence + 1e-6).all()
+    assert flat.confidence.min() >= 1.0 / segmenter.vocabulary.num_classes - 1e-6
+    with pytest.raises(SegmenterError, match='temperature'):
+        segmenter.temperature = 0.0
+
+
+def test_nonfinite_and_far_points_are_unlabeled(segmenter):
+    xyz, columns = sweep(400)
+    xyz[[3, 10]] = np.nan
+    xyz[20, 1] = np.inf
+    xyz[30, 2] = -np.inf
+    xyz[40] = [1e7, 0, 0]  # beyond max_range (500 m): would blow up the voxel grid
+    columns['intensity'][50] = np.nan  # a bad feature is zeroed, not propagated
+    result = segmenter.segment(xyz, columns)
+    bad = [3, 10, 20, 30, 40]
+    assert (result.labels[bad] == UNLABELED).all() and (result.confidence[bad] == 0).all()
+    good = np.setdiff1d(np.arange(len(xyz)), bad)
+    assert (result.labels[good] < segmenter.vocabulary.num_classes).all()
+    assert (result.confidence[good] > 0).all() and np.isfinite(result.confidence).all()
+    assert result.num_valid == len(good)
+    # The valid points get the labels they get without the invalid ones.
+    clean = segmenter.segment(xyz[good], {k: np.nan_to_num(v[good]) for k, v in columns.items()})
+    np.testing.assert_array_equal(result.labels[good], clean.labels)
+
+
+def test_empty_and_all_invalid_clouds(segmenter):
+    empty = segmenter.segment(np.zeros((0, 3), np.float32), {'intensity': np.zeros(0)})
+    assert empty.labels.shape == (0,) and empty.labels.dtype == np.uint16
+    assert empty.confidence.shape == (0,) and empty.num_valid == 0
+    nan = segmenter.segment(np.full((5, 3), np.nan, np.float32))
+    assert (nan.labels == UNLABELED).all() and (nan.confidence == 0).all()
+    with pytest.raises(ValueError, match=r'\(N, 3\)'):
+        segmenter.segment(np.zeros((4, 2), np.float32))
+
+
+def test_missing_columns_are_zeros(segmenter):
+    xyz, columns = sweep(200)
+    result = segmenter.segment(xyz, {'intensity': columns['intensity']})
+    assert result.missing_columns == ('ring',)
+    zeros = segmenter.segment(xyz, {'intensity': columns['intensity'], 'ring': np.zeros(200)})
+    np.testing.assert_array_equal(result.labels, zeros.labels)
+    with pytest.raises(ValueError, match='rows'):
+        segmenter.segment(xyz, {'intensity': np.zeros(5)})
+
+
+@pytest.mark.parametrize('voxel_size', [0.05, 0.5, 2.0])
+def test_voxelize_one_equals_voxelize_batch(voxel_size):
+    xyz, columns = sweep(3000, seed=4, scale=30.0)
+    points = torch.from_numpy(xyz)
+    features = assemble_point_features(columns, ['intensity', 'ring'])
+    ours = voxelize_one(points, features, voxel_size)
+    reference = voxelize_batch([points], [features], voxel_size, shape_multiple=16)
+    for name in ('coords', 'features', 'inverse', 'point_offsets', 'voxel_offsets',
+                 'origin_index'):
+        assert torch.equal(getattr(ours, name), getattr(reference, name)), name
+    assert ours.spatial_shape == reference.spatial_shape
+    assert ours.voxel_size == reference.voxel_size
+
+
+def test_known_names_use_the_bundle_cache(segmenter, bundle_dir):
+    bundle = load_bundle(bundle_dir)
+    names = ['pedestrian', 'car', 'driveable_surface']
+    segmenter.set_vocabulary(names)
+    assert segmenter.vocabulary.names == tuple(names)
+    assert segmenter.vocabulary_version == 1
+    rows = [bundle.vocabulary.index(n) for n in names]
+    np.testing.assert_array_equal(segmenter.colors, bundle.vocabulary.colors[rows])
+    xyz, columns = sweep()
+    result = segmenter.segment(xyz, columns)
+    assert result.vocabulary_version == 1 and result.vocabulary.names == tuple(names)
+    assert_argmax(result.labels,
+                  hand_logits(bundle_dir, xyz, columns, bundle.text_embeddings[rows]))
+    # Case and '_' vs ' ' do not matter for the cache; the requested spelling is kept.
+    segmenter.set_vocabulary(['Driveable Surface'])
+    single = segmenter.segment(xyz, columns)
+    assert (single.labels == 0).all() and np.allclose(single.confidence, 1.0)
+    assert segmenter.vocabulary.names == ('Driveable Surface',)
+
+
+@pytest.mark.parametrize('names, synonyms, reason', [
+    ([], None, 'empty'),
+    (['car', 'Car'], None, 'unique'),
+    (['car', 'road_works'], None, 'no text embedding'),
+    (['car'], {'car': ['automobile', 'sedan']}, 'no text embedding'),
+    (['car'], {'truck': ['lorry']}, 'not in the list'),
+    (['car', ' '], None, 'non-blank'),
+    ('car', None, 'list'),
+])
+def test_invalid_vocabulary_is_refused_and_the_old_one_stays(segmenter, names, synonyms,
+                                                            reason):
+    before = (segmenter.vocabulary, segmenter.vocabulary_version)
+    with pytest.raises(VocabularyUpdateError, match=reason):
+        segmenter.set_vocabulary(names, synonyms)
+    assert (segmenter.vocabulary, segmenter.vocabulary_version) == before
+
+
+def test_unknown_names_without_clip_name_the_missing_checkpoint(tmp_path):
+    bundle = make_tiny_bundle(tmp_path / 'clip', clip_model='ViT-B-16')
+    segmenter = Segmenter(bundle, device='cpu')
+    assert not segmenter.can_encode_text
+    with pytest.raises(VocabularyUpdateError, match='clip_checkpoint'):
+        segmenter.set_vocabulary(['car', 'excavator'])
+
+
+def test_new_names_and_synonyms_go_through_the_text_encoder(bundle_dir):
+    calls = []
+
+    def encoder(prompt_names):
+        calls.append([tuple(p) for p in prompt_names])
+        return fake_encoder(prompt_names)
+
+    segmenter = Segmenter(bundle_dir, device='cpu', text_encoder=encoder)
+    segmenter.set_vocabulary(['car', 'excavator', 'truck'], {'truck': ['lorry']})
+    assert calls == [[('excavator',), ('truck', 'lorry')]]  # car: from the cache
+    vocab = segmenter.vocabulary
+    assert vocab.classes[2].synonyms == ('lorry',)
+    assert vocab.classes[0].synonyms == nuscenes16().classes[nuscenes16().index('car')].synonyms
+    # Colors: known classes keep theirs, new ones get palette colors not in use.
+    assert tuple(vocab.colors[0]) == nuscenes16().classes[nuscenes16().index('car')].color
+    assert tuple(vocab.colors[1]) in {tuple(c) for c in palette(6)}
+    xyz, columns = sweep()
+    result = segmenter.segment(xyz, columns)
+    assert result.labels.max() < 3 and result.vocabulary_version == 1
+    # Encoded names are cached: asking again does not call the encoder.
+    segmenter.set_vocabulary(['excavator', 'truck'], {'truck': ['lorry']})
+    assert len(calls) == 1
+    # A bad encoder output is refused with a reason.
+    broken = Segmenter(bundle_dir, device='cpu', text_encoder=lambda p: np.zeros((1, 3)))
+    with pytest.raises(VocabularyUpdateError, match='shape'):
+        broken.set_vocabulary(['excavator'])
+    assert broken.vocabulary_version == 0
+
+
+def test_parse_vocabulary_entries():
+    names, synonyms = parse_vocabulary_entries(['road', ' car : automobile | van ', 'tree'])
+    assert names == ['road', 'car', 'tree'] and synonyms == {'car': ['automobile', 'van']}
+    for bad, reason in ((['car:'], 'empty synonym'), ([':x'], 'empty class name'),
+                        ([3], 'not a string'), ('road', 'list')):
+        with pytest.raises(VocabularyUpdateError, match=reason):
+            parse_vocabulary_entries(bad)
+
+
+def test_colors_and_unlabeled_color(segmenter):
+    assert segmenter.colors.shape == (16, 3) and segmenter.colors.dtype == np.uint8
+    np.testing.assert_array_equal(segmenter.colors, nuscenes16().colors)
+    assert tuple(segmenter._state.colors[-1]) == UNLABELED_COLOR
+
+
+def test_warm_up_and_description(segmenter):
+    timings = segmenter.warm_up(num_points=500, passes=1)
+    assert set(timings) == {'voxelize', 'network', 'classify'}
+    text = segmenter.describe()
+    assert 'minkunet14a' in text and 'cpu' in text and 'RANDOM WEIGHTS' in text
+    assert segmenter.random_weights and not segmenter.fp16
+
+
+def test_bad_bundle_and_device(tmp_path, bundle_dir):
+    with pytest.raises(BundleError, match='not found'):
+        Segmenter(tmp_path / 'nowhere', device='cpu')
+    with pytest.raises(SegmenterError, match="device must be"):
+        resolve_device('gpu')
+    if not torch.cuda.is_available():
+        with pytest.raises(SegmenterError, match='CUDA is not available'):
+            Segmenter(bundle_dir, device='cuda')
+        assert resolve_device('auto') == 'cpu'
+
+
+def test_segment_image_with_a_2d_network(tmp_path):
+    bundle = make_tiny_bundle(tmp_path / 'with2d', net2d=True)
+    segmenter = Segmenter(bundle, device='cpu')
+    assert segmenter.has_image_net and segmenter.image_size == (32, 64)
+    image = np.random.default_rng(0).integers(0, 256, (45, 80, 3), dtype=np.uint8)
+    labels = segmenter.segment_image(image)
+    assert labels.shape == (45, 80) and labels.dtype == np.uint8
+    assert labels.max() < segmenter.vocabulary.num_classes
+    segmenter.set_vocabulary(['car'])
+    assert (segmenter.segment_image(image) == 0).all()
+    with pytest.raises(ValueError, match='uint8'):
+        segmenter.segment_image(image.astype(np.float32))
+    no2d = Segmenter(make_tiny_bundle(tmp_path / 'no2d'), device='cpu')
+    with pytest.raises(SegmenterError, match='no 2D network'):
+        no2d.segment_image(image)
+
+
+def test_device_and_host_label_paths_agree(segmenter):
+    """The torch path (used on CUDA) and the numpy path (CPU) give the same labels and
+    confidences, first maximum on ties as argmax."""
+    logits = torch.randn(7, 5000)
+    logits[:, :10] = 1.0  # ties: all classes equal -> label 0, confidence 1/7
+    for temperature in (1.0, 0.5):
+        segmenter.temperature = temperature
+        host = segmenter._label_confidence(logits.numpy().copy())
+        device = segmenter._label_confidence(logits.clone())
+        np.testing.assert_array_equal(host[0], device[0])
+        np.testing.assert_allclose(host[1], device[1], rtol=1e-6)
+        np.testing.assert_array_equal(host[0], logits.argmax(0).numpy())
+        np.testing.assert_allclose(host[1], torch.softmax(logits / temperature, 0).amax(0),
+                                   rtol=1e-5)
+        assert host[0].dtype == np.uint16 and host[1].dtype == np.float32
+    assert (host[0][:10] == 0).all() and np.allclose(host[1][:10], 1 / 7)
+
+
+def test_import_is_cheap():
+    """The node imports the segmenter before it needs torch: importing it loads no torch."""
+    import subprocess
+    import sys
+
+    code = ('import sys, cns_ros.segmenter, cns_ros.ros.diagnostics; '
+            "print(','.join(m for m in ('torch', 'spconv', 'rclpy', 'open_clip') "
+            'if m in sys.modules))')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         check=True, timeout=120)
+    assert out.stdout.strip().splitlines()[-1:] in ([], ['']), out.stdout
