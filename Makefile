@@ -3,6 +3,9 @@
 #   make test   venv + ruff + pytest
 #   make lint   ruff only
 #   make bench  CPU benchmarks (numbers printed and written to benchmarks/results/*.json)
+#   make demo   venv + the end-to-end demo: synthetic world -> simulated-teacher pseudo-labels
+#               -> training -> bundle -> bag -> live replay_node + segment_node -> live mIoU
+#               (everything under demo_out/; DEMO_ARGS='--steps 600' etc. are passed on)
 # On a host with a sourced ROS 2 install (ROS_DISTRO set) the venv sees the system rclpy and
 # requirements/ros-pip.txt is skipped.
 
@@ -12,6 +15,7 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.cns_ros-installed
 PIP := $(VPY) -m pip install --disable-pip-version-check --progress-bar off
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
 
 ifdef ROS_DISTRO
 VENV_FLAGS := --system-site-packages
@@ -21,7 +25,7 @@ VENV_FLAGS :=
 REQS := -r requirements/ml.txt -r requirements/dev.txt -r requirements/ros-pip.txt
 endif
 
-.PHONY: venv test lint bench clean
+.PHONY: venv test lint bench demo clean
 
 venv: $(STAMP)
 
@@ -42,6 +46,9 @@ bench: venv
 	$(VPY) benchmarks/bench_geometry.py
 	$(VPY) benchmarks/bench_replay.py
 	$(VPY) benchmarks/bench_teachers.py
+
+demo: venv
+	$(VPY) -m offline_training.demo --out demo_out $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis *.egg-info build

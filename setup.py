@@ -39,5 +39,8 @@ setup(
     extras_require={'test': ['pytest', 'pytest-timeout', 'hypothesis']},
     entry_points={'console_scripts': [
         'replay_node = cns_ros.ros.replay_node:main',
+        'segment_node = cns_ros.ros.segment_node:main',
+        'record_node = cns_ros.ros.record_node:main',
+        'cns_launch = cns_ros.launcher:main',
     ]},
 )
