@@ -510,7 +510,11 @@ def test_network_camera_labels_and_undecodable_images(spawn, probe, bundles):
                  max_wait=0.5)
     sub = probe(reliable=True, cameras=('cam_front',))
     sub.wait_ready(proc)
-    assert '(network labels)' in proc.log.read_text()
+    # the start-up line can reach the log file after the subscriptions match: poll for it
+    deadline = time.monotonic() + 20.0
+    while '(network labels)' not in proc.log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert '(network labels)' in proc.log.read_text(), proc.log.read_text()
     columns = make_sweep(200, seed=6)
     sub.publish_image('cam_front', T0, _jpeg(120, 68))
     sub.publish_columns(columns, T0)
