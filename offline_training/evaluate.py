@@ -264,6 +264,9 @@ def _teacher_3d(cache_root: Path | None, sample_token: str, m: int
     if not path.is_file():
         return None
     item = cache.read_keyframe(path)
+    if len(item.labels) < m:
+        raise ValueError(f'{path}: {len(item.labels)} cached labels for the {m} keyframe '
+                         f'points: was --cache made from another dataroot?')
     paired = np.zeros(m, dtype=bool)
     paired[item.pair_point[item.pair_point < m]] = True
     return item.labels[:m].astype(np.int64), paired
