@@ -192,7 +192,7 @@ class Evaluator:
 
     def predict_points(self, points: np.ndarray) -> np.ndarray:
         """int64 (N,) nuScenes-16 train ids of an (N, 5) cloud."""
-        from cns_ros.training.bundle import point_logits
+        from cns_ros.training.bundle_networks import point_logits
 
         logits = point_logits(self.net3d, points)
         return logits[:, self.order].argmax(dim=1).cpu().numpy()
@@ -445,12 +445,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     from cns_ros.data.nuscenes import NuScenesNotFoundError
-    from cns_ros.training.bundle import (
-        BundleError,
-        bundle_from_checkpoint,
-        load_bundle,
-        load_bundle_networks,
-    )
+    from cns_ros.training.bundle_checkpoint import bundle_from_checkpoint
+    from cns_ros.training.bundle_format import BundleError, load_bundle
+    from cns_ros.training.bundle_networks import load_bundle_networks
     from cns_ros.training.config import ConfigError
     from offline_training.export import resolve_checkpoint
 

@@ -1,6 +1,6 @@
 """Export a training checkpoint as the model bundle the live node loads.
 
-The bundle (DESIGN.md "Model bundle"; format in cns_ros/training/bundle.py) is a folder:
+The bundle (DESIGN.md "Model bundle"; format in cns_ros/training/bundle_format.py) is a folder:
 model.yaml (architectures, voxel size, input features, format version), model.safetensors
 (3d.* and 2d.* weights, sparse kernels in the backend-neutral layout, so a bundle trained on
 spconv loads on torchsparse and back), vocabulary.yaml (class names, synonyms, colors) and
@@ -71,7 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; 0 on success, exits with status 2 on bad input."""
     import pickle
 
-    from cns_ros.training.bundle import bundle_from_checkpoint, load_bundle
+    from cns_ros.training.bundle_checkpoint import bundle_from_checkpoint
+    from cns_ros.training.bundle_format import load_bundle
     from cns_ros.training.config import ConfigError
 
     parser = build_parser()

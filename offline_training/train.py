@@ -141,12 +141,13 @@ def text_embeddings(config: TrainConfig, class_names: Sequence[str]) -> Any:
 def build_method(config: TrainConfig, text: Any) -> Any:
     """The method module (networks + heads + objective) of ``config``, seeded.
 
-    The network configs come from :func:`cns_ros.training.bundle.network_configs`, which the
-    bundle export uses too, so exported bundles rebuild exactly these architectures.
+    The network configs come from
+    :func:`cns_ros.training.bundle_checkpoint.network_configs`, which the bundle export uses
+    too, so exported bundles rebuild exactly these architectures.
     """
     from cns_ros.models.build import build_model
     from cns_ros.models.heads import SamProjectionConfig, SamProjectionHeads
-    from cns_ros.training.bundle import network_configs
+    from cns_ros.training.bundle_checkpoint import network_configs
 
     m = config.model
     cfg3d, cfg2d = network_configs(config)

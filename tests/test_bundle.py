@@ -1,4 +1,4 @@
-"""The model bundle (cns_ros/training/bundle.py): round trip, every BundleError, no pickle,
+"""The model bundle (cns_ros/training/bundle*.py): round trip, every BundleError, no pickle,
 and the export CLI on a real (2-step) training run. Tiny networks with random weights, CPU."""
 
 from __future__ import annotations
@@ -16,16 +16,10 @@ import yaml
 from fixtures_synthetic import small_synthetic_nuscenes
 
 from cns_ros.models.build import build_model, model_config
-from cns_ros.training.bundle import (
-    BUNDLE_FILES,
-    BundleError,
-    ModelBundle,
-    bundle_from_checkpoint,
-    load_bundle,
-    load_bundle_networks,
-    point_logits,
-    write_bundle,
-)
+from cns_ros.training.bundle_checkpoint import bundle_from_checkpoint
+from cns_ros.training.bundle_format import BUNDLE_FILES, BundleError, ModelBundle, load_bundle
+from cns_ros.training.bundle_networks import load_bundle_networks, point_logits
+from cns_ros.training.bundle_write import write_bundle
 from cns_ros.vocabulary import Vocabulary, VocabularyClass, nuscenes16, save_vocabulary
 from offline_training import export
 
@@ -270,9 +264,9 @@ def test_not_a_folder_and_weights_that_do_not_fit(bundle_dir, tmp_path):
 # --- nothing is unpickled -------------------------------------------------------------------
 
 def test_sources_never_unpickle():
-    sources = [ROOT / 'cns_ros' / 'training' / 'bundle.py', ROOT / 'offline_training' /
-               'export.py', ROOT / 'offline_training' / 'evaluate.py',
-               ROOT / 'cns_ros' / 'training' / 'checkpoint.py']
+    sources = [*sorted((ROOT / 'cns_ros' / 'training').glob('bundle*.py')),
+               ROOT / 'offline_training' / 'export.py', ROOT / 'offline_training' /
+               'evaluate.py', ROOT / 'cns_ros' / 'training' / 'checkpoint.py']
     for path in sources:
         text = path.read_text()
         assert 'weights_only=False' not in text and 'pickle.load' not in text, path

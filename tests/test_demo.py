@@ -83,7 +83,7 @@ def test_demo_says_the_teachers_were_simulated_and_how_to_run_for_real(demo):
 @pytest.mark.slow
 def test_demo_outputs_exist(demo):
     out, _ = demo
-    from cns_ros.training.bundle import BUNDLE_FILES
+    from cns_ros.training.bundle_format import BUNDLE_FILES
 
     assert (out / '.gitignore').read_text().strip().endswith('*')
     assert all((out / 'bundle' / name).is_file() for name in BUNDLE_FILES)

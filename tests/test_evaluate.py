@@ -16,7 +16,7 @@ import torch
 from cns_ros.data.synthetic import SyntheticConfig, generate_synthetic_nuscenes
 from cns_ros.metrics import confusion_matrix
 from cns_ros.models.build import build_model, model_config
-from cns_ros.training.bundle import write_bundle
+from cns_ros.training.bundle_write import write_bundle
 from cns_ros.vocabulary import lidarseg16_to_train, nuscenes16
 from offline_training import evaluate
 

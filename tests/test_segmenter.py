@@ -30,12 +30,9 @@ from cns_ros.segmenter import (  # noqa: E402
     resolve_device,
     voxelize_one,
 )
-from cns_ros.training.bundle import (  # noqa: E402
-    BundleError,
-    load_bundle,
-    load_bundle_networks,
-    write_bundle,
-)
+from cns_ros.training.bundle_format import BundleError, load_bundle  # noqa: E402
+from cns_ros.training.bundle_networks import load_bundle_networks  # noqa: E402
+from cns_ros.training.bundle_write import write_bundle  # noqa: E402
 from cns_ros.vocabulary import nuscenes16, palette  # noqa: E402
 
 DIM = 16

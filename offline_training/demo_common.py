@@ -1,0 +1,86 @@
+"""What every step of the demo (``offline_training/demo.py``) shares: the scenes, topics and
+sizes of a run (:class:`Settings`), its files (:class:`Paths`), :class:`DemoError`, the
+progress printer :func:`say` and :func:`call_tool`, which runs an offline_training tool.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ['CLASS_NAMES', 'DIAGNOSTICS', 'FAST', 'GT', 'LABELED', 'LIDAR', 'LIVE_SCENE',
+           'LIVE_SPLIT', 'TRAIN_SCENE', 'TRAIN_SPLIT', 'UNLABELED', 'VERSION', 'DemoError',
+           'Paths', 'Settings', 'call_tool', 'say']
+
+VERSION = 'v1.0-mini'
+TRAIN_SPLIT, TRAIN_SCENE = 'mini_train', 'scene-0061'
+LIVE_SPLIT, LIVE_SCENE = 'mini_val', 'scene-0103'
+LABELED, LIDAR, GT = '/cns/labeled_points', '/lidar_top', '/lidar_top/labels_gt'
+CLASS_NAMES, DIAGNOSTICS = '/cns/class_names', '/diagnostics'
+UNLABELED = 65535
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Sizes of one demo run (saved as OUT/settings.json; a change starts over)."""
+
+    scene_duration_s: float = 8.0
+    image_width: int = 400
+    image_height: int = 225
+    lidar_azimuth_steps: int = 180
+    label_size: tuple[int, int] = (112, 200)
+    steps: int = 150
+    voxel_size: float = 0.2
+    seed: int = 0
+    rate: float = 1.0
+    threads: int = 2
+
+
+FAST = Settings(scene_duration_s=1.0, image_width=160, image_height=90, label_size=(32, 64),
+                steps=4)
+
+
+@dataclass
+class Paths:
+    """The files of a demo run under ``out``."""
+
+    out: Path
+    world: Path = field(init=False)
+    cache: Path = field(init=False)
+    run: Path = field(init=False)
+    bundle: Path = field(init=False)
+    bag: Path = field(init=False)
+    recorded: Path = field(init=False)
+    live_log: Path = field(init=False)
+    offline_eval: Path = field(init=False)
+    png: Path = field(init=False)
+    summary: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        for name, rel in (('world', 'world'), ('cache', 'pseudo_labels'), ('run', 'train'),
+                          ('bundle', 'bundle'), ('bag', f'bag_{LIVE_SCENE}'),
+                          ('recorded', 'recorded'), ('live_log', 'live.log'),
+                          ('offline_eval', 'offline_eval'), ('png', 'bev.png'),
+                          ('summary', 'summary.json')):
+            setattr(self, name, self.out / rel)
+
+
+class DemoError(RuntimeError):
+    """A step failed; the message says which and where to look."""
+
+
+def say(message: str) -> None:
+    """Print a progress line of the demo."""
+    print(f'[demo] {message}', flush=True)
+
+
+def call_tool(name: str, main: Any, argv: list[str]) -> None:
+    """Run a tool's ``main(argv)``; a non-zero exit becomes a DemoError."""
+    say('    python -m offline_training.' + name + ' ' + ' '.join(argv))
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    if code not in (0, None):
+        raise DemoError(f'offline_training.{name} failed with exit status {code}')
