@@ -295,6 +295,8 @@ def test_cns_ablation_switches_change_exactly_their_terms():
         'ce_2d': (dataclasses.replace(config, ce_2d_weight=0.0), {'ce_2d'}),
         'ce_3d': (dataclasses.replace(config, ce_3d_weight=0.0), {'ce_3d'}),
         'latent_3d': (dataclasses.replace(config, latent_3d_weight=0.0), {'latent_3d'}),
+        # switched ON: class weights reweight both cross-entropies and nothing else
+        'class_balance': (dataclasses.replace(config, class_balance=0.5), {'ce_3d', 'ce_2d'}),
     }
     for name, (ablated, expected) in off.items():
         assert _changed(base, _cns_terms(ablated, batch)) == expected, name

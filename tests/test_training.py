@@ -183,9 +183,10 @@ def test_train_cns_two_steps(world, tmp_path):
 
 
 def test_resume_continues_with_the_identical_loss_trajectory(world, tmp_path):
-    # 3D-only CNS with co-training from step 1; 3 keyframes, batch 1: step 3 opens epoch 1
+    # 3D-only CNS with co-training from step 1; 3 keyframes, batch 1: step 3 opens epoch 1;
+    # class weights on, so their running frequency estimate must resume exactly too
     extra = ('--set', 'cns.network_2d=false', '--set', 'cns.start_step=1',
-             '--set', 'log.checkpoint_every=2')
+             '--set', 'cns.class_balance=0.5', '--set', 'log.checkpoint_every=2')
     straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
     assert train.main(_args(world, straight, 'synthetic_cns.yaml', '--steps', '4', *extra)) == 0
     checkpoint = straight / 'checkpoints' / 'step_00000002.pt'
@@ -200,7 +201,8 @@ def test_resume_continues_with_the_identical_loss_trajectory(world, tmp_path):
                 assert value == pytest.approx(b[key], abs=1e-6, rel=0), key
             else:
                 assert value == b[key], key
-    assert load_checkpoint(resumed / 'checkpoints' / 'step_00000004.pt')['step'] == 4
+    state = load_checkpoint(resumed / 'checkpoints' / 'step_00000004.pt')
+    assert state['step'] == 4 and int(state['model']['balance_3d.updates']) == 4
 
 
 def test_train_clip2scene_two_steps(world, tmp_path):

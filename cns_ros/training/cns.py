@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
+from cns_ros.training.balance import ClassBalance
 from cns_ros.training.config import CNSConfig, ModelConfig
 from cns_ros.training.data import TrainBatch
 from cns_ros.training.loop import LossOutput, Progress
@@ -68,19 +69,26 @@ def warn_once(key: str, message: str) -> None:
 # --- building blocks ------------------------------------------------------------------------
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
-                  ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+                  ignore_index: int = IGNORE_INDEX,
+                  weight: torch.Tensor | None = None) -> torch.Tensor:
     """Mean CE over the entries whose target is not ``ignore_index`` (0 if there is none).
 
     Args:
         logits: (M, C) or (B, C, H, W) float.
         targets: (M,) or (B, H, W) int64 class ids, ``ignore_index`` = not counted.
+        weight: Optional (C,) class weights; the mean is then weighted (sum w l / sum w).
 
     Returns:
         Scalar; a graph-connected zero when every target is ignored (F.cross_entropy gives NaN).
     """
     if not bool((targets != ignore_index).any()):
         return logits.sum() * 0.0
-    return F.cross_entropy(logits.float(), targets, ignore_index=ignore_index)
+    return F.cross_entropy(logits.float(), targets, ignore_index=ignore_index,
+                           weight=None if weight is None else weight.float())
+
+
+def _class_weights(balance: ClassBalance | None, targets: torch.Tensor) -> torch.Tensor | None:
+    return None if balance is None else balance(targets)
 
 
 def cosine_distance(a: torch.Tensor, b: torch.Tensor, dim: int = 1) -> torch.Tensor:
@@ -367,6 +375,10 @@ class CNSMethod(nn.Module):
         self.net3d, self.net2d, self.heads = net3d, net2d, heads
         self.config, self.model_config = config, model
         self.co_training = CoTraining(config, seed, self.num_classes)
+        # class weights only when asked for: checkpoints of unweighted runs keep their keys
+        balance = config.class_balance > 0
+        self.balance_3d = ClassBalance(self.num_classes, config.class_balance) if balance else None
+        self.balance_2d = ClassBalance(self.num_classes, config.class_balance) if balance else None
 
     @property
     def num_classes(self) -> int:
@@ -395,12 +407,14 @@ class CNSMethod(nn.Module):
         terms, weights = {}, {}
         if c.ce_3d_weight > 0:
             targets = self.co_training.targets_3d(source_3d, batch, out)
-            terms['ce_3d'], weights['ce_3d'] = cross_entropy(out.pair_logits, targets), \
-                c.ce_3d_weight
+            terms['ce_3d'] = cross_entropy(out.pair_logits, targets,
+                                           weight=_class_weights(self.balance_3d, targets))
+            weights['ce_3d'] = c.ce_3d_weight
         if has_2d and c.ce_2d_weight > 0:
             targets = self.co_training.targets_2d(source_2d, batch, out)
-            terms['ce_2d'], weights['ce_2d'] = cross_entropy(out.image_logits, targets), \
-                c.ce_2d_weight
+            terms['ce_2d'] = cross_entropy(out.image_logits, targets,
+                                           weight=_class_weights(self.balance_2d, targets))
+            weights['ce_2d'] = c.ce_2d_weight
         terms.update(self._latent_terms(batch, out, weights))
         if not terms:
             raise ValueError('every CNS loss term is switched off (or has weight 0)')

@@ -198,8 +198,14 @@ class CNSConfig:
     """Weight of 1 - cos(proj(point latent), proj(SAM)) on paired points."""
     latent_2d_weight: float = 1.0
     """Weight of 1 - cos(proj(pixel latent), proj(SAM)) on the SAM grid's valid region."""
+    class_balance: float = 0.0
+    """Exponent p of label-frequency class weights w_c ~ f_c^-p in both cross-entropies, f_c
+    the running frequency of class c among the targets (pseudo-labels, no ground truth; see
+    cns_ros.training.balance). 0 = the papers' plain CE (default); 0.5 = inverse square root
+    frequency, which lets a short training learn the rare classes."""
 
     def __post_init__(self) -> None:
+        _check(self.class_balance >= 0, 'cns.class_balance', 'must be >= 0')
         for name in ('ce_3d_weight', 'ce_2d_weight', 'latent_3d_weight', 'latent_2d_weight'):
             _check(getattr(self, name) >= 0, f'cns.{name}', 'must be >= 0')
         _check(self.start_epoch >= 0, 'cns.start_epoch', 'must be >= 0')
