@@ -8,10 +8,14 @@ each node as its own process::
     cns_launch model:=/path/to/bundle bag:=/path/to/bag rate:=1.0
     cns_launch --show-args          # the arguments, their defaults and descriptions
     cns_launch --dry-run bag:=...   # print the command lines and exit
+    cns_launch --dds-profile '' ... # = dds_profile:='': keep the environment's DDS settings
 
 Behaviour matches the launch file: ``cns_segmenter`` always runs and the launch ends when it
 exits; ``replay_node`` runs when ``bag`` is set (publishing /clock, ``use_sim_time`` defaults to
-true); ``rviz2`` runs when ``rviz`` is true and rviz2 is installed (else a warning). Every line
+true); ``rviz2`` runs when ``rviz`` is true and rviz2 is installed (else a warning). Every node
+runs with the Fast DDS profile ``dds_profile`` (default ``config/fastdds_shm.xml``: the 32 MB
+shared-memory segment full-size clouds need) unless the environment already names one
+(:func:`cns_ros.launch_support.dds_profile_environment`). Every line
 a node prints is prefixed with ``[<executable>-<n>]``. SIGINT / SIGTERM are forwarded as SIGINT
 to every node, escalating to SIGTERM and SIGKILL after 5 s each, as ``ros2 launch`` does.
 
@@ -24,7 +28,6 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
@@ -37,7 +40,23 @@ from typing import Any, TextIO
 
 import yaml
 
-PACKAGE = 'cns_ros'
+from cns_ros.launch_support import (  # re-exported: tests and tools use them from here
+    DDS_PROFILE_VARIABLES,
+    PACKAGE,
+    ament_share,
+    dds_profile_environment,
+    default_dds_profile,
+    default_params_file,
+    find_executable,
+    package_share,
+    rviz_config,
+)
+
+__all__ = ['ARGUMENTS', 'DDS_PROFILE_VARIABLES', 'LaunchArgument', 'Launcher', 'NodeSpec',
+           'ament_share', 'command_line', 'dds_profile_environment', 'default_dds_profile',
+           'default_params_file', 'find_executable', 'main', 'package_share', 'plan',
+           'rviz_config']
+
 SIGTERM_TIMEOUT_S = 5.0
 SIGKILL_TIMEOUT_S = 5.0
 _POLL_S = 0.1
@@ -66,6 +85,12 @@ ARGUMENTS: tuple[LaunchArgument, ...] = (
     LaunchArgument('use_sim_time', None, 'Use /clock time in every node (true/false); '
                    'default: true when bag is set, else false'),
     LaunchArgument('rviz', 'false', 'Start rviz2 with config/segment.rviz (true/false)'),
+    LaunchArgument('dds_profile', None, 'Fast DDS XML profile of every started node (sets '
+                   'FASTDDS_DEFAULT_PROFILES_FILE and, for Humble/Jazzy, '
+                   'FASTRTPS_DEFAULT_PROFILES_FILE, unless the environment already sets one); '
+                   'the default config/fastdds_shm.xml has the 32 MB shared-memory segment that '
+                   'full-size clouds need; empty: leave the environment alone; default: '
+                   '<cns_ros share>/config/fastdds_shm.xml'),
 )
 
 
@@ -81,6 +106,8 @@ class NodeSpec:
         parameters: Parameters applied after the file, in order (``-p name:=value``).
         arguments: Command-line arguments before ``--ros-args``.
         required: The launch ends when this process exits (``on_exit=Shutdown()``).
+        env: Environment variables set for the process on top of the launcher's own (the
+            DDS profile, :func:`cns_ros.launch_support.dds_profile_environment`).
     """
 
     package: str
@@ -90,73 +117,7 @@ class NodeSpec:
     parameters: dict[str, Any] = field(default_factory=dict)
     arguments: tuple[str, ...] = ()
     required: bool = False
-
-
-# --- where things are --------------------------------------------------------------------------
-
-def ament_share(package: str) -> Path | None:
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        return Path(get_package_share_directory(package))
-    except Exception:  # not importable, AMENT_PREFIX_PATH unset, package not found
-        return None
-
-
-def package_share() -> Path:
-    """The folder holding cns_ros's ``config/`` and ``launch/``.
-
-    The ament index's share directory when cns_ros is found there (colcon install), else
-    ``<sys.prefix>/share/cns_ros`` (pip install), else the source tree (editable install).
-    """
-    candidates = [ament_share(PACKAGE), Path(sys.prefix) / 'share' / PACKAGE,
-                  Path(__file__).resolve().parents[1]]
-    for folder in candidates:
-        if folder is not None and (folder / 'config').is_dir():
-            return folder
-    return Path(__file__).resolve().parents[1]
-
-
-def default_params_file() -> str:
-    """``<share>/config/segment.yaml`` (see :func:`package_share`)."""
-    return str(package_share() / 'config' / 'segment.yaml')
-
-
-def rviz_config() -> str:
-    """``<share>/config/segment.rviz``."""
-    return str(package_share() / 'config' / 'segment.rviz')
-
-
-def find_executable(package: str, executable: str) -> list[str] | None:
-    """The command that starts ``executable`` of ``package``, or None when it is not installed.
-
-    Looks in the ament install (``<prefix>/lib/<package>/``), beside this Python interpreter
-    (a virtual environment's ``bin/``) and on PATH; a cns_ros console script that is not
-    installed as a file runs from its entry point with this interpreter.
-    """
-    try:
-        from ament_index_python.packages import get_package_prefix
-
-        candidate = Path(get_package_prefix(package)) / 'lib' / package / executable
-        if os.access(candidate, os.X_OK):
-            return [str(candidate)]
-    except Exception:  # not importable, AMENT_PREFIX_PATH unset, package not found
-        pass
-    beside = Path(sys.executable).parent / executable
-    if os.access(beside, os.X_OK) and beside.is_file():
-        return [str(beside)]
-    found = shutil.which(executable)
-    if found:
-        return [found]
-    if package == PACKAGE:
-        from importlib.metadata import entry_points
-
-        for entry in entry_points(group='console_scripts', name=executable):
-            if entry.value.startswith(f'{PACKAGE}.'):
-                module, func = entry.value.split(':')
-                return [sys.executable, '-c',
-                        f'import sys; from {module} import {func}; sys.exit({func}())']
-    return None
+    env: dict[str, str] = field(default_factory=dict)
 
 
 # --- arguments -> nodes ------------------------------------------------------------------------
@@ -188,6 +149,8 @@ def resolve_arguments(values: Mapping[str, str]) -> dict[str, str]:
             resolved[arg.name] = values[arg.name]
         elif arg.name == 'params_file':
             resolved[arg.name] = default_params_file()
+        elif arg.name == 'dds_profile':
+            resolved[arg.name] = default_dds_profile()
         elif arg.name == 'use_sim_time':
             resolved[arg.name] = str(is_set(resolved['bag']))
         else:
@@ -222,11 +185,14 @@ def parameter_value(text: str) -> Any:
     return value if type(value) in (bool, int, float, str) else text
 
 
-def plan(values: Mapping[str, str]) -> list[NodeSpec]:
+def plan(values: Mapping[str, str], environ: Mapping[str, str] | None = None
+         ) -> list[NodeSpec]:
     """The nodes that launch/segment.launch.py starts for these launch arguments.
 
     Args:
         values: Launch arguments by name (missing ones take their defaults).
+        environ: The user's environment (default ``os.environ``): a DDS profile variable set
+            there keeps ``dds_profile`` from being applied.
 
     Raises:
         ValueError: An unknown argument or a bad value (rate not a number, rviz not a bool).
@@ -238,8 +204,10 @@ def plan(values: Mapping[str, str]) -> list[NodeSpec]:
     sim = {'use_sim_time': parameter_value(args['use_sim_time'])}
     segment = {**sim, **({'model': parameter_value(args['model'])} if is_set(args['model'])
                          else {})}
+    env = dds_profile_environment(args['dds_profile'],
+                                  os.environ if environ is None else environ)
     nodes = [NodeSpec(PACKAGE, 'segment_node', 'cns_segmenter', args['params_file'], segment,
-                      required=True)]
+                      required=True, env=env)]
     if is_set(args['bag']):
         try:
             rate = float(args['rate'])
@@ -248,10 +216,10 @@ def plan(values: Mapping[str, str]) -> list[NodeSpec]:
                              f"{args['rate']!r}") from None
         nodes.append(NodeSpec(PACKAGE, 'replay_node', 'replay_node', None, {
             'bag': parameter_value(args['bag']), 'rate': rate,
-            'loop': parameter_value(args['loop']), 'clock': True, **sim}))
+            'loop': parameter_value(args['loop']), 'clock': True, **sim}, env=env))
     if condition(args['rviz'], 'rviz'):
         nodes.append(NodeSpec('rviz2', 'rviz2', 'rviz2', None, dict(sim),
-                              arguments=('-d', rviz_config())))
+                              arguments=('-d', rviz_config()), env=env))
     return nodes
 
 
@@ -289,7 +257,7 @@ class _Process:
     def __init__(self, spec: NodeSpec, label: str, cmd: list[str], out: TextIO,
                  lock: threading.Lock) -> None:
         self.spec, self.label, self.cmd = spec, label, cmd
-        env = dict(os.environ, PYTHONUNBUFFERED='1')
+        env = dict(os.environ, **spec.env, PYTHONUNBUFFERED='1')
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, env=env, start_new_session=True,
                                      text=True, errors='replace', bufsize=1)
@@ -360,7 +328,7 @@ class Launcher:
             process = _Process(spec, f'{spec.executable}-{index}', cmd, self.out, self._lock)
             self.processes.append(process)
             self.log(f'started {process.label} (pid {process.proc.pid}): '
-                     f'{shlex.join(cmd)}')
+                     f'{shell_line(spec, cmd)}')
 
     def wait(self, timeout: float | None = None) -> None:
         """Return when a stop was requested, a required node exited, all nodes exited, or
@@ -436,7 +404,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help='show the launch arguments with their defaults and exit')
     parser.add_argument('--dry-run', action='store_true',
                         help='print the command line of every node and exit')
+    parser.add_argument('--dds-profile', metavar='FILE', default=None,
+                        help='the dds_profile launch argument (dds_profile:=FILE): Fast DDS XML '
+                             'profile of the nodes, unless FASTDDS_DEFAULT_PROFILES_FILE or '
+                             'FASTRTPS_DEFAULT_PROFILES_FILE is set already; empty: leave the '
+                             'environment alone (default: config/fastdds_shm.xml)')
     return parser
+
+
+def shell_line(spec: NodeSpec, cmd: Sequence[str]) -> str:
+    """``cmd`` as one shell line, after the process's own environment variables (``A=b``)."""
+    return shlex.join([*(f'{k}={v}' for k, v in spec.env.items()), *cmd])
 
 
 def _show_args(out: TextIO) -> None:
@@ -455,16 +433,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         _show_args(sys.stdout)
         return 0
     try:
-        nodes = plan(parse_launch_arguments(options.launch_arguments))
+        values = parse_launch_arguments(options.launch_arguments)
+        if options.dds_profile is not None:
+            if values.setdefault('dds_profile', options.dds_profile) != options.dds_profile:
+                raise ValueError('give the DDS profile once: --dds-profile or dds_profile:=')
+        nodes = plan(values)
     except ValueError as err:
         parser.error(str(err))
     launcher = Launcher(nodes)
     if options.dry_run:
         for spec, cmd in launcher.commands():
-            print(f'{spec.name}: ' + (shlex.join(cmd) if cmd else 'NOT FOUND'))
+            print(f'{spec.name}: ' + (shell_line(spec, cmd) if cmd else 'NOT FOUND'))
         return 0
     if not Path(nodes[0].params_file or '').is_file():
         parser.error(f'params_file {nodes[0].params_file} does not exist')
+    profile = nodes[0].env.get(DDS_PROFILE_VARIABLES[0])
+    if profile is not None and not Path(profile).is_file():
+        parser.error(f'dds_profile {profile} does not exist')
     previous = {signum: signal.signal(signum, launcher.request_stop)
                 for signum in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -129,6 +129,13 @@ class SegmentResult:
     cpu_timings: dict[str, float] = field(default_factory=dict)
 
 
+def _scatter(values: np.ndarray, index: np.ndarray, count: int, fill: float) -> np.ndarray:
+    """(count,) array of ``values``' dtype: ``values`` at rows ``index``, ``fill`` elsewhere."""
+    out = np.full(count, fill, dtype=values.dtype)
+    out[index] = values
+    return out
+
+
 @dataclass(frozen=True, eq=False)
 class _VocabularyState:
     vocabulary: Vocabulary
@@ -332,23 +339,19 @@ class Segmenter:
             raise ValueError(f'xyz: expected shape (N, 3), found {xyz.shape}')
         xyz = np.asarray(xyz, dtype=np.float32)
         count = xyz.shape[0]
-        labels = np.full(count, UNLABELED, dtype=np.uint16)
-        confidence = np.zeros(count, dtype=np.float32)
         index = self._valid_index(xyz)
         points = xyz if index is None else xyz[index]
         named, missing = input_columns(points, columns or {}, index, count,
                                        self.bundle.input_features)
         if len(points) == 0:
-            return SegmentResult(labels, confidence, dict.fromkeys(_STAGES, 0.0),
+            return SegmentResult(np.full(count, UNLABELED, dtype=np.uint16),
+                                 np.zeros(count, dtype=np.float32), dict.fromkeys(_STAGES, 0.0),
                                  state.vocabulary, state.version, 0, 0, tuple(missing),
                                  dict.fromkeys(_STAGES, 0.0))
-        point_labels, point_conf, num_voxels, marks = self._classify(points, named, state)
-        if index is None:
-            labels[:] = point_labels
-            confidence[:] = point_conf
-        else:
-            labels[index] = point_labels
-            confidence[index] = point_conf
+        labels, confidence, num_voxels, marks = self._classify(points, named, state)
+        if index is not None:  # the kept points' results into full-size arrays
+            labels, confidence = _scatter(labels, index, count, UNLABELED), \
+                _scatter(confidence, index, count, 0.0)
         marks = [(start, cpu_start), *marks, (time.perf_counter(), time.thread_time())]
         steps = list(zip(_STAGES, marks[:-1], marks[1:], strict=True))
         timings = {stage: (end[0] - begin[0]) * 1e3 for stage, begin, end in steps}

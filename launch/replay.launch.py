@@ -1,6 +1,6 @@
 """Replay a bag through the segmenter and watch it in RViz: segment.launch.py with ``bag``
 required and ``rviz`` on by default. Every other argument of segment.launch.py (model,
-params_file, rate, loop, use_sim_time) passes through unchanged.
+params_file, rate, loop, use_sim_time, dds_profile) passes through unchanged.
 
     ros2 launch cns_ros replay.launch.py bag:=/path/to/bag model:=/path/to/bundle
 """

@@ -12,17 +12,29 @@ Nodes:
         /clock (``use_sim_time`` then defaults to true on every node).
     rviz2, only when ``rviz`` is true: ``config/segment.rviz`` (labeled cloud colored by class).
 
+DDS: every node starts with the Fast DDS profile ``dds_profile`` (default
+``config/fastdds_shm.xml``, a 32 MB shared-memory segment: full-size sweeps and labeled clouds
+do not fit Fast DDS's default 512 KB one and best-effort readers lose them), set as
+FASTDDS_DEFAULT_PROFILES_FILE (Fast DDS 3: Kilted and newer) and
+FASTRTPS_DEFAULT_PROFILES_FILE (Fast DDS 2: Humble, Jazzy), unless the environment already sets
+one of them; ``dds_profile:=''`` leaves the environment alone.
+
 Works with stock launch / launch_ros on Humble, Jazzy and Kilted (no API newer than Humble).
 Hosts without launch_ros (PyPI ROS wheels) run the same nodes with the same arguments through
 ``cns_launch`` (``cns_ros/launcher.py``), e.g. ``cns_launch model:=/path/to/bundle bag:=...``.
 """
 
+import os
+
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, Shutdown
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable, Shutdown
 from launch.conditions import IfCondition, UnlessCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution, PythonExpression
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
+
+#: Fast DDS reads its default XML profile file from these (Fast DDS 3, Fast DDS 2).
+DDS_PROFILE_VARIABLES = ('FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE')
 
 
 def _is_set(name):
@@ -46,9 +58,21 @@ def _segmenter(condition, overrides):
     )
 
 
-def generate_launch_description():
-    share = FindPackageShare('cns_ros')
-    arguments = [
+def _dds_profile(context):
+    """Set DDS_PROFILE_VARIABLES to ``dds_profile`` for the nodes started after this action,
+    unless it is blank or the environment sets one of them already (the user's choice stays)."""
+    profile = LaunchConfiguration('dds_profile').perform(context).strip()
+    environment = getattr(context, 'environment', os.environ)
+    if not profile or any(environment.get(name) for name in DDS_PROFILE_VARIABLES):
+        return []
+    if not os.path.isfile(profile):
+        raise FileNotFoundError(f'dds_profile {profile} does not exist')
+    return [SetEnvironmentVariable(name, profile) for name in DDS_PROFILE_VARIABLES]
+
+
+def _arguments(share):
+    """The launch arguments (``share``: this package's share directory substitution)."""
+    return [
         DeclareLaunchArgument(
             'model', default_value='',
             description='Model bundle directory (from offline_training/export.py); empty: the '
@@ -75,7 +99,20 @@ def generate_launch_description():
         DeclareLaunchArgument(
             'rviz', default_value='false',
             description='Start rviz2 with config/segment.rviz (true/false)'),
+        DeclareLaunchArgument(
+            'dds_profile',
+            default_value=PathJoinSubstitution([share, 'config', 'fastdds_shm.xml']),
+            description='Fast DDS XML profile of every started node (sets '
+                        'FASTDDS_DEFAULT_PROFILES_FILE and, for Humble/Jazzy, '
+                        'FASTRTPS_DEFAULT_PROFILES_FILE, unless the environment already sets '
+                        'one); the default config/fastdds_shm.xml has the 32 MB shared-memory '
+                        'segment that full-size clouds need; empty: leave the environment alone'),
     ]
+
+
+def generate_launch_description():
+    share = FindPackageShare('cns_ros')
+    arguments = _arguments(share)
     use_sim_time = {'use_sim_time': LaunchConfiguration('use_sim_time')}
     replay = Node(
         package='cns_ros',
@@ -101,6 +138,7 @@ def generate_launch_description():
     )
     return LaunchDescription([
         *arguments,
+        OpaqueFunction(function=_dds_profile),  # before the nodes: they inherit it
         _segmenter(IfCondition(_is_set('model')), [{'model': LaunchConfiguration('model')}]),
         _segmenter(UnlessCondition(_is_set('model')), []),
         replay,

@@ -152,9 +152,12 @@ def test_one_base_launch_file_others_include_it():
 def test_base_launch_file_arguments_and_defaults():
     args = {a['name']: a for a in declared_arguments(BASE)}
     assert list(args) == ['model', 'params_file', 'bag', 'rate', 'loop', 'use_sim_time',
-                          'rviz']
+                          'rviz', 'dds_profile']
     assert args['params_file']['default'] == \
         "PathJoinSubstitution([share, 'config', 'segment.yaml'])"
+    assert args['dds_profile']['default'] == \
+        "PathJoinSubstitution([share, 'config', 'fastdds_shm.xml'])"
+    assert (ROOT / 'config' / 'fastdds_shm.xml').is_file()
     assert "FindPackageShare('cns_ros')" in BASE.read_text()
     assert args['model']['default'] == '' and args['bag']['default'] == ''
     assert args['rate']['default'] == '1.0' and args['rviz']['default'] == 'false'
@@ -276,7 +279,8 @@ def test_launch_description_starts_what_the_launcher_starts(values, tmp_path):
     conditions hold, their params files and evaluated (typed) parameters = the launcher's plan.
     (Uses launch_ros's Node internals, checked against Humble's and Rolling's sources.)"""
     from launch import LaunchContext
-    from launch.actions import DeclareLaunchArgument
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
+    from launch.utilities import perform_substitutions
     from launch_ros.actions import Node
     from launch_ros.utilities import evaluate_parameters
 
@@ -287,7 +291,8 @@ def test_launch_description_starts_what_the_launcher_starts(values, tmp_path):
     declared = [e for e in description.entities if isinstance(e, DeclareLaunchArgument)]
     assert [d.name for d in declared] == [a.name for a in ARGUMENTS]
     assert all(d.description for d in declared)
-    values = {'params_file': str(tmp_path / 'p.yaml'), **values}
+    values = {'params_file': str(tmp_path / 'p.yaml'),
+              'dds_profile': str(ROOT / 'config' / 'fastdds_shm.xml'), **values}
     context = LaunchContext()
     context.launch_configurations.update(values)
     for arg in declared:
@@ -308,6 +313,11 @@ def test_launch_description_starts_what_the_launcher_starts(values, tmp_path):
     planned = {n.executable: (n.package, n.name, [n.params_file] if n.params_file else [],
                               n.parameters) for n in plan(values)}
     assert started == planned
+    actions = [a for e in description.entities if isinstance(e, OpaqueFunction)
+               for a in e.execute(context) or []]
+    env = {perform_substitutions(context, a.name): perform_substitutions(context, a.value)
+           for a in actions if isinstance(a, SetEnvironmentVariable)}
+    assert env == plan(values)[0].env
     for executable, (*_, parameters) in started.items():
         for key, value in parameters.items():
             assert type(value) is type(planned[executable][3][key]), (executable, key)

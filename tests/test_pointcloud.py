@@ -229,6 +229,38 @@ def test_labeled_cloud_layout():
         pc.create_labeled_cloud(xyz, np.arange(n), labels - 1, np.zeros(n), colors)
     with pytest.raises(ValueError, match='confidence: expected 6 rows'):
         pc.create_labeled_cloud(xyz, np.arange(n), labels, np.zeros(5), colors)
+    with pytest.raises(ValueError, match='packed colors must be float32'):
+        pc.create_labeled_cloud(xyz, np.arange(n), labels, np.zeros(n), np.zeros(n, 'u4'))
+
+
+def test_labeled_cloud_bytes_equal_the_plain_encoding():
+    """create_labeled_cloud's fast paths (packed colors, uint16 labels, is_dense from one pass
+    over the point words) give the bytes and is_dense of the field-by-field encoding."""
+    rng = np.random.default_rng(2)
+    n = 500
+    xyz = rng.normal(size=(n, 3)).astype(np.float32)
+    intensity = rng.uniform(0, 255, n).astype(np.float32)
+    labels = rng.integers(0, 17, n).astype(np.uint16)
+    labels[::7] = 65535
+    colors = rng.integers(0, 256, size=(n, 3)).astype(np.uint8)
+    confidence = rng.random(n).astype(np.float32)
+    for column, index in ((None, None), ('xyz', (3, 1)), ('intensity', 4),
+                          ('confidence', 5), ('xyz', (9, 2))):
+        x, i, c = xyz.copy(), intensity.copy(), confidence.copy()
+        if column is not None:
+            {'xyz': x, 'intensity': i, 'confidence': c}[column][index] = \
+                np.inf if index == (9, 2) else np.nan
+        plain = np.zeros(n, pc.LABELED_CLOUD_DTYPE)
+        plain['x'], plain['y'], plain['z'] = x[:, 0], x[:, 1], x[:, 2]
+        plain['intensity'], plain['label'], plain['confidence'] = i, labels, c
+        plain['rgb'] = pc.pack_rgb(colors)
+        reference = pc.create_cloud(plain)  # is_dense from each float field
+        assert reference.is_dense == (column is None)
+        for rgb in (colors, pc.pack_rgb(colors)):
+            for label_type in (np.uint16, np.int64):
+                cloud = pc.create_labeled_cloud(x, i, labels.astype(label_type), c, rgb)
+                np.testing.assert_array_equal(cloud.data, reference.data)
+                assert cloud.is_dense is reference.is_dense, (column, index)
 
 
 # --------------------------------------------------------------------------------------------
@@ -309,6 +341,30 @@ def test_rclpy_message_round_trip():
     decoded = pc.read_cloud(msg)
     for name in points.dtype.names:
         np.testing.assert_array_equal(decoded[name], points[name])
+
+
+@pytest.mark.ros
+def test_labeled_cloud_message_takes_the_buffer_and_serializes_the_same():
+    """A labeled cloud's buffer becomes the rclpy message's data without a copy; serialized
+    and read back, the message carries the same points as a copied-buffer message."""
+    pytest.importorskip('rclpy', reason='rclpy not installed (needs ROS 2 or the PyPI wheels)')
+    from rclpy.serialization import deserialize_message, serialize_message
+    from sensor_msgs.msg import PointCloud2, PointField
+    from std_msgs.msg import Header
+
+    n = 50
+    xyz = np.arange(3 * n, dtype=np.float32).reshape(n, 3)
+    cloud = pc.create_labeled_cloud(xyz, np.ones(n), np.arange(n) % 3, np.full(n, 0.5),
+                                    np.zeros((n, 3), np.uint8))
+    msg = cloud.to_message(PointCloud2, PointField, Header(frame_id='lidar_top'))
+    assert np.frombuffer(msg.data, np.uint8).ctypes.data == cloud.data.ctypes.data  # shared
+    copied = pc.CloudData(**{**vars(cloud), 'data': cloud.data.copy()})
+    other = copied.to_message(PointCloud2, PointField, Header(frame_id='lidar_top'))
+    assert np.frombuffer(other.data, np.uint8).ctypes.data != cloud.data.ctypes.data
+    for message in (msg, other):
+        back = deserialize_message(serialize_message(message), PointCloud2)
+        np.testing.assert_array_equal(np.frombuffer(back.data, np.uint8), cloud.data)
+        assert back.fields == msg.fields and back.is_dense and back.width == n
 
 
 def test_rosbags_message_round_trip():

@@ -204,18 +204,83 @@ def test_missing_columns_are_zeros(segmenter):
         segmenter.segment(xyz, {'intensity': np.zeros(5)})
 
 
-@pytest.mark.parametrize('voxel_size', [0.05, 0.5, 2.0])
+@pytest.mark.parametrize('voxel_size', [0.05, 0.5, 2.0, 0.003])
 def test_voxelize_one_equals_voxelize_batch(voxel_size):
+    """The node's voxelization (int32 keys, float64 coordinate recovery; int64 keys for grids
+    of 2^31 cells or more: voxel 0.05 and 0.003 m here) gives the training-side
+    voxelize_batch's batch, bit for bit and dtype for dtype, and geometry.voxelize's voxels."""
+    from cns_ros.geometry import voxelize
+    from cns_ros.segmenter_ops import _voxel_keys
+
     xyz, columns = sweep(3000, seed=4, scale=30.0)
+    xyz[:50] = xyz[50:100]  # shared voxels at every size
     points = torch.from_numpy(xyz)
     features = assemble_point_features(columns, ['intensity', 'ring'])
     ours = voxelize_one(points, features, voxel_size)
     reference = voxelize_batch([points], [features], voxel_size, shape_multiple=16)
     for name in ('coords', 'features', 'inverse', 'point_offsets', 'voxel_offsets',
                  'origin_index'):
-        assert torch.equal(getattr(ours, name), getattr(reference, name)), name
+        mine, theirs = getattr(ours, name), getattr(reference, name)
+        assert mine.dtype == theirs.dtype and mine.shape == theirs.shape, name
+        assert torch.equal(mine, theirs), name
     assert ours.spatial_shape == reference.spatial_shape
     assert ours.voxel_size == reference.voxel_size
+    key, _, extent = _voxel_keys(points, voxel_size)
+    assert key.dtype == (torch.int32 if np.prod(extent) < 2**31 else torch.int64)
+    if voxel_size in (0.5, 0.003):  # both key types are exercised
+        assert key.dtype == (torch.int32 if voxel_size == 0.5 else torch.int64)
+    voxels = voxelize(xyz, voxel_size)  # numpy reference: absolute indices, np.unique
+    absolute = ours.coords[:, 1:].long() + ours.origin_index
+    np.testing.assert_array_equal(absolute.numpy(), voxels.coords)
+    np.testing.assert_array_equal(ours.inverse.numpy(), voxels.inverse)
+
+
+def test_voxelize_one_on_a_lidar_sweep_and_bad_input():
+    """A nuScenes-layout sweep (ground, walls, 0.1 m voxels: what the node sees) matches
+    voxelize_batch; non-finite or far-spread points raise ValueError instead of a bad grid."""
+    rng = np.random.default_rng(0)
+    elevation = np.radians(np.linspace(-30.0, 10.0, 32))[:, None]
+    azimuth = np.linspace(-np.pi, np.pi, 1080, endpoint=False)[None, :]
+    ranges = np.minimum(1.84 / np.tan(-np.minimum(elevation, -1e-3)), 30.0) \
+        + rng.normal(0, 0.02, (32, 1080))
+    xyz = np.stack([ranges * np.cos(elevation) * np.cos(azimuth),
+                    ranges * np.cos(elevation) * np.sin(azimuth),
+                    ranges * np.sin(elevation)], -1).reshape(-1, 3).astype(np.float32)
+    points = torch.from_numpy(xyz)
+    features = torch.from_numpy(rng.random((len(xyz), 2)).astype(np.float32))
+    ours = voxelize_one(points, features, 0.1)
+    reference = voxelize_batch([points], [features], 0.1, shape_multiple=16)
+    assert 1000 < ours.num_voxels < len(xyz)
+    for name in ('coords', 'features', 'inverse', 'origin_index'):
+        assert torch.equal(getattr(ours, name), getattr(reference, name)), name
+    for bad in (np.nan, np.inf):
+        broken = xyz.copy()
+        broken[7, 1] = bad
+        with pytest.raises(ValueError, match='extent'):
+            voxelize_one(torch.from_numpy(broken), features, 0.1)
+    far = xyz.copy()
+    far[0] = 1e12
+    with pytest.raises(ValueError, match='too large'):
+        voxelize_one(torch.from_numpy(far), features, 0.1)
+
+
+def test_host_labels_and_confidences_equal_the_plain_formula():
+    """label_confidence's numpy path (in place, uint8 ranks) equals the straightforward
+    computation bit for bit: argmax (first maximum on ties) and 1 / sum(exp((l - max) / T))."""
+    from cns_ros.segmenter_ops import label_confidence
+
+    rng = np.random.default_rng(3)
+    for classes in (2, 16, 300):
+        logits = rng.standard_normal((classes, 4000)).astype(np.float32) * 4
+        logits[:, :20] = 1.5  # ties
+        logits[classes - 1, 20:30] = logits[:, 20:30].max(0) + 1.0  # the last class wins
+        for temperature in (1.0, 0.3, 7.0):
+            labels, confidence = label_confidence(logits.copy(), temperature)
+            best = logits.max(0)
+            expected = (1.0 / np.exp((logits - best) / np.float32(temperature)).sum(0))
+            assert labels.dtype == np.uint16 and confidence.dtype == np.float32
+            np.testing.assert_array_equal(labels, logits.argmax(0))
+            np.testing.assert_array_equal(confidence, expected.astype(np.float32))
 
 
 def test_known_names_use_the_bundle_cache(segmenter, bundle_dir):
@@ -305,6 +370,26 @@ def test_colors_and_unlabeled_color(segmenter):
     assert segmenter.colors.shape == (16, 3) and segmenter.colors.dtype == np.uint8
     np.testing.assert_array_equal(segmenter.colors, nuscenes16().colors)
     assert tuple(segmenter._state.colors[-1]) == UNLABELED_COLOR
+
+
+def test_node_label_colors_are_the_packed_class_colors(segmenter):
+    """The node's LabelColors (packed table, one gather) = pack_rgb of each label's color, the
+    unlabeled color for 65535, rebuilt when the vocabulary changes."""
+    from cns_ros.pointcloud import pack_rgb
+    from cns_ros.ros.sweep_io import LabelColors
+
+    xyz, columns = sweep(300)
+    xyz[5] = np.nan
+    colors = LabelColors()
+    for names in (None, ['car', 'vegetation']):
+        if names:
+            segmenter.set_vocabulary(names)
+        result = segmenter.segment(xyz, columns)
+        table = np.concatenate([segmenter.colors, [UNLABELED_COLOR]]).astype(np.uint8)
+        expected = pack_rgb(table[np.minimum(result.labels, len(table) - 1)])
+        packed = colors(result, result.labels)
+        assert packed.dtype == np.float32 and result.labels[5] == UNLABELED
+        np.testing.assert_array_equal(packed.view(np.uint32), expected.view(np.uint32))
 
 
 def test_warm_up_and_description(segmenter):

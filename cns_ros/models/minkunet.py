@@ -182,7 +182,7 @@ def assemble_point_features(columns: Mapping[str, Any], names: Sequence[str], *,
         parts.append(value)
     if len({p.shape[0] for p in parts}) > 1:
         raise ValueError(f'feature columns differ in length: {[p.shape[0] for p in parts]}')
-    return torch.cat(parts, 1)
+    return parts[0].contiguous() if len(parts) == 1 else torch.cat(parts, 1)  # a new tensor
 
 
 def _as_tensor(value: Any, name: str) -> torch.Tensor:

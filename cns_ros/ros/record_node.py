@@ -18,8 +18,11 @@ QoS per topic, from the publishers found: best effort when any publisher is best
 reliable subscription would not match it), else reliable; transient local when every publisher
 is (latched topics such as /cns/class_names), else volatile; keep last 100.
 
-At the end the bag is closed (also on Ctrl-C / SIGTERM) and the messages per topic are logged.
-Exit code 0; 1 with one error line for a bad parameter or an existing ``out``.
+The process runs as the other cns_ros nodes do (:func:`cns_ros.ros.runtime.run_node`, spinning
+in the main thread until SIGINT / SIGTERM or the end of ``duration``): at the end the bag is
+closed while the ROS context is still up (:meth:`RecordNode.close`: subscriptions destroyed,
+bag metadata written, the messages per topic logged), then the node is destroyed and rclpy
+shut down. Exit code 0; 1 with one error line for a bad parameter or an existing ``out``.
 """
 
 from __future__ import annotations
@@ -32,7 +35,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.exceptions import ParameterException
 from rclpy.node import Node
@@ -214,16 +216,10 @@ class RecordNode(Node):
         super().destroy_node()
 
 
-def _record(node: RecordNode) -> None:
-    """The main thread's work while a thread spins the node: wait for the end."""
-    while rclpy.ok() and not node.expired:
-        time.sleep(0.1)
-
-
 def main(args: list[str] | None = None) -> int:
     """Record until ``duration`` or Ctrl-C / SIGTERM; 0, or 1 for a bad parameter."""
     return run_node(NODE_NAME, RecordNode, errors=(ValueError, ParameterException), args=args,
-                    work=_record)
+                    on_exit=RecordNode.close, until=lambda node: node.expired)
 
 
 if __name__ == '__main__':

@@ -6,11 +6,13 @@ executor, node, rclpy). It returns the process exit code: :data:`EXIT_OK` (0) af
 the work, Ctrl-C, SIGTERM or a launch shutdown; :data:`EXIT_ERROR` (1) after one error line for
 an expected start-up error (bad parameter, bundle, bag...).
 
-* **Spin until a signal** (``work=None``, e.g. ``segment_node``): rclpy installs no signal
-  handler; during start-up SIGINT and SIGTERM raise KeyboardInterrupt (loading can be cut at
-  once), afterwards they only set a stop event (:func:`install_stop_handlers`) and the main
-  thread's spin loop ends, so shutdown runs in order with the context still valid. A second
-  signal raises KeyboardInterrupt, so a stuck shutdown can be cut.
+* **Spin until a signal** (``work=None``, e.g. ``segment_node``, ``record_node``): rclpy
+  installs no signal handler; during start-up SIGINT and SIGTERM raise KeyboardInterrupt
+  (loading can be cut at once), afterwards they only set a stop event
+  (:func:`install_stop_handlers`) and the main thread's spin loop ends (also when the node says
+  it is done: ``until``), so shutdown runs in order with the context still valid (``on_exit``
+  can still log to /rosout and destroy entities). A second signal raises KeyboardInterrupt, so
+  a stuck shutdown can be cut.
 * **Work while a thread spins** (``work=callable``, e.g. ``replay_node``): the main thread runs
   ``work(node)`` while a daemon thread serves the node's callbacks (parameter services);
   rclpy's own SIGINT / SIGTERM handlers shut the context down, which the work observes.
@@ -62,9 +64,11 @@ def install_stop_handlers(stop: threading.Event) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def spin_until(executor: SingleThreadedExecutor, stop: threading.Event) -> None:
-    """Spin ``executor`` until ``stop`` is set or rclpy is shut down (exceptions propagate)."""
-    while not stop.is_set() and rclpy.ok():
+def spin_until(executor: SingleThreadedExecutor, stop: threading.Event,
+               done: Callable[[], bool] | None = None) -> None:
+    """Spin ``executor`` until ``stop`` is set, rclpy is shut down or ``done()`` returns True
+    (checked at least every 0.1 s); exceptions propagate."""
+    while not stop.is_set() and rclpy.ok() and not (done is not None and done()):
         executor.spin_once(timeout_sec=_SPIN_TIMEOUT_S)
 
 
@@ -88,7 +92,8 @@ def error_line(err: BaseException) -> str:
 def run_node(name: str, make_node: Callable[[], NodeT], *,
              errors: tuple[type[BaseException], ...], args: list[str] | None = None,
              work: Callable[[NodeT], object] | None = None,
-             on_exit: Callable[[NodeT], object] | None = None) -> int:
+             on_exit: Callable[[NodeT], object] | None = None,
+             until: Callable[[NodeT], bool] | None = None) -> int:
     """Run a node process to its end; returns the exit code (see the module docstring).
 
     Args:
@@ -100,7 +105,9 @@ def run_node(name: str, make_node: Callable[[], NodeT], *,
         work: What the main thread does with the node while a thread spins it; None: the main
             thread spins it until SIGINT / SIGTERM.
         on_exit: Called with the node once spinning stopped and the executor is shut down,
-            before the node is destroyed (stop workers, log a summary).
+            before the node is destroyed (stop workers, log a summary, close files).
+        until: With ``work=None``: also stop spinning (exit code 0) once ``until(node)`` is
+            True (a node that ends by itself, e.g. after a duration).
     """
     from rclpy.signals import SignalHandlerOptions
 
@@ -119,7 +126,7 @@ def run_node(name: str, make_node: Callable[[], NodeT], *,
         executor.add_node(node)
         if work is None:
             install_stop_handlers(stop)
-            spin_until(executor, stop)
+            spin_until(executor, stop, None if until is None else lambda: until(node))
         else:
             spinner.start()
             work(node)

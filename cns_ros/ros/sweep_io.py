@@ -1,6 +1,6 @@
 """Sweeps in and out of ``segment_node``, without the node: PointCloud2 -> (xyz, columns) with
-each problem counted (:func:`decode_sweep`), the class colors of labels (:class:`LabelColors`)
-and the stage times of a sweep (:func:`stage_times`).
+each problem counted (:func:`decode_sweep`), the packed class colors of labels
+(:class:`LabelColors`) and the stage times of a sweep (:func:`stage_times`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from cns_ros.pointcloud import read_cloud, read_field, read_xyz
+from cns_ros.pointcloud import pack_rgb, read_cloud, read_field, read_xyz
 from cns_ros.segmenter import UNLABELED_COLOR
 
 __all__ = ['LabelColors', 'decode_sweep', 'stage_times']
@@ -73,22 +73,24 @@ def decode_sweep(msg: Any, max_points: int, input_features: Iterable[str],
 
 
 class LabelColors:
-    """The (N, 3) uint8 class colors of labels, for the vocabulary of each result (the color
+    """The packed ``rgb`` class colors of labels, for the vocabulary of each result (the color
     table is rebuilt when the vocabulary version changes)."""
 
     def __init__(self) -> None:
         self._version = -1
-        self._table = np.zeros((1, 3), np.uint8)
+        self._table = np.zeros(1, np.float32)
 
     def __call__(self, result: Any, labels: np.ndarray) -> np.ndarray:
-        """(N, 3) uint8 class colors of uint16 ``labels`` of ``result`` (a SegmentResult);
-        UNLABELED: the last table row."""
+        """(N,) float32 ``rgb`` values (0x00RRGGBB bits, :func:`cns_ros.pointcloud.pack_rgb`)
+        of the class colors of uint16 ``labels`` of ``result`` (a SegmentResult); UNLABELED:
+        :data:`cns_ros.segmenter.UNLABELED_COLOR`. Packing the (C + 1)-row table instead of
+        N colors: one 4-byte gather per point."""
         if self._version != result.vocabulary_version:
-            self._table = np.concatenate([result.vocabulary.colors,
-                                          np.array([UNLABELED_COLOR], np.uint8)])
+            self._table = pack_rgb(np.concatenate([result.vocabulary.colors,
+                                                   np.array([UNLABELED_COLOR], np.uint8)]))
             self._version = result.vocabulary_version
         unlabeled_row = len(self._table) - 1  # labels are < C, or 65535 > C
-        return np.take(self._table, np.minimum(labels, unlabeled_row), axis=0)
+        return np.take(self._table, np.minimum(labels, unlabeled_row))
 
 
 def stage_times(marks: list[float], inference: dict[str, float]) -> dict[str, float]:
