@@ -3,10 +3,11 @@
 Every step runs the project's own entry points, in order:
 
   1. world     offline_training.make_synthetic: a synthetic driving world in the exact nuScenes
-               on-disk format (two scenes: scene-0061 for training, scene-0103 held out)
+               on-disk format (4 mini_train scenes for training, scene-0103 held out)
   2. labels    offline_training.pseudo_label with the SIMULATED teachers (stand-ins for
                MaskCLIP + SAM built from the world's rendered ground truth plus noise)
-  3. train     offline_training.train: a small CNS 3D network, short CPU run
+  3. train     offline_training.train: a small CNS 3D network, short CPU run (the recipe
+               of offline_training/study.py)
   4. export    offline_training.export: the model bundle the live node loads
   5. bag       offline_training.nuscenes_to_bag: the held-out scene as a rosbag2
   6. live      replay_node and segment_node as separate processes, started by
@@ -43,8 +44,6 @@ from typing import Any
 from offline_training.demo_common import (
     FAST,
     LIVE_SCENE,
-    TRAIN_SCENE,
-    TRAIN_SPLIT,
     VERSION,
     DemoError,
     Paths,
@@ -115,8 +114,9 @@ def make_world(paths: Paths, s: Settings) -> None:
     if (paths.world / VERSION).is_dir():
         say(f'    reusing {paths.world}')
         return
+    scenes = [item for scene in (*s.train_scenes, LIVE_SCENE) for item in ('--scene', scene)]
     call_tool('make_synthetic', make_synthetic.main, [
-        '--out', str(paths.world), '--scene', TRAIN_SCENE, '--scene', LIVE_SCENE,
+        '--out', str(paths.world), *scenes,
         '--duration', str(s.scene_duration_s), '--seed', str(s.seed),
         '--image-width', str(s.image_width), '--image-height', str(s.image_height),
         '--lidar-azimuth-steps', str(s.lidar_azimuth_steps), '--workers', str(s.threads),
@@ -127,7 +127,7 @@ def make_labels(paths: Paths, s: Settings) -> None:
     from offline_training import pseudo_label
 
     call_tool('pseudo_label', pseudo_label.main, [
-        '--dataroot', str(paths.world), '--version', VERSION, '--split', TRAIN_SPLIT,
+        '--dataroot', str(paths.world), '--version', VERSION, '--scenes', *s.train_scenes,
         '--teacher', 'simulated', '--sam', 'simulated', '--seed', str(s.seed),
         '--image-size', *map(str, s.label_size), '--out', str(paths.cache), '--device', 'cpu',
         '--no-progress'])
@@ -136,6 +136,7 @@ def make_labels(paths: Paths, s: Settings) -> None:
 def train(paths: Paths, s: Settings) -> None:
     from cns_ros.training.checkpoint import checkpoint_path
     from offline_training import train as train_tool
+    from offline_training.study import RECIPE
 
     if checkpoint_path(paths.run, s.steps).is_file():
         say(f'    reusing {checkpoint_path(paths.run, s.steps)}')
@@ -147,9 +148,9 @@ def train(paths: Paths, s: Settings) -> None:
         '--dataroot', str(paths.world), '--version', VERSION, '--cache', str(paths.cache),
         '--out', str(paths.run), '--steps', str(s.steps), '--device', 'cpu',
         '--threads', str(s.threads), '--no-progress',
-        # 3D-only CNS (the 2D co-training network is too slow for a short CPU run) on 0.2 m
-        # voxels (the preset's 0.1 m costs about twice as much per step and per live sweep)
-        '--set', 'cns.network_2d=false', '--set', 'data.images=false',
+        # the short-CPU-run recipe of offline_training/study.py (3D-only CNS: the 2D co-training
+        # network is too slow here; 0.2 m voxels, half-width MinkUNet14A, AdamW, class weights)
+        *[item for value in RECIPE for item in ('--set', value)],
         '--set', f'model.voxel_size={s.voxel_size}',
         '--set', f'log.checkpoint_every={s.steps}', '--set', f'seed={s.seed}'])
 
@@ -227,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--fast', action='store_true',
                         help='reduced sizes (1 s scenes, 4 training steps): the test suite\'s '
                         'run, a few minutes less, useless scores')
-    parser.add_argument('--steps', type=int, help='training steps (default: 150; --fast: 4)')
+    parser.add_argument('--steps', type=int, help='training steps (default: 400; --fast: 4)')
     parser.add_argument('--rate', type=float, help='replay speed factor (default: 1.0)')
     parser.add_argument('--duration', type=float, help='seconds per synthetic scene (default: '
                         '8; --fast: 1)')
@@ -249,8 +250,9 @@ def _settings(args: argparse.Namespace) -> Settings:
 def run_demo(paths: Paths, s: Settings) -> dict[str, Any]:
     """Every step; returns the summary (also written to OUT/summary.json)."""
     timings: dict[str, float] = {}
-    with step(timings, 'world', f'synthetic nuScenes-format world ({TRAIN_SCENE} for training, '
-                                f'{LIVE_SCENE} held out)'):
+    trained_on = ', '.join(s.train_scenes)
+    with step(timings, 'world', f'synthetic nuScenes-format world ({trained_on} for '
+                                f'training, {LIVE_SCENE} held out)'):
         make_world(paths, s)
     with step(timings, 'labels', 'pseudo-labels from the SIMULATED teachers (not CLIP/SAM)'):
         make_labels(paths, s)
@@ -266,7 +268,7 @@ def run_demo(paths: Paths, s: Settings) -> dict[str, Any]:
         results = score(paths, s, live)
     summary = {
         'teachers': 'SIMULATED (synthetic ground truth + noise; no CLIP/SAM)',
-        'dataset': f'synthetic nuScenes-format world ({VERSION}); trained on {TRAIN_SCENE}, '
+        'dataset': f'synthetic nuScenes-format world ({VERSION}); trained on {trained_on}, '
                    f'live on {LIVE_SCENE}',
         'settings': asdict(s), 'live_run': asdict(live), 'results': results,
         'timings_s': timings,

@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ['CLASS_NAMES', 'DIAGNOSTICS', 'FAST', 'GT', 'LABELED', 'LIDAR', 'LIVE_SCENE',
-           'LIVE_SPLIT', 'TRAIN_SCENE', 'TRAIN_SPLIT', 'UNLABELED', 'VERSION', 'DemoError',
+           'LIVE_SPLIT', 'UNLABELED', 'VERSION', 'DemoError',
            'Paths', 'Settings', 'call_tool', 'say']
 
 VERSION = 'v1.0-mini'
-TRAIN_SPLIT, TRAIN_SCENE = 'mini_train', 'scene-0061'
 LIVE_SPLIT, LIVE_SCENE = 'mini_val', 'scene-0103'
 LABELED, LIDAR, GT = '/cns/labeled_points', '/lidar_top', '/lidar_top/labels_gt'
 CLASS_NAMES, DIAGNOSTICS = '/cns/class_names', '/diagnostics'
@@ -25,20 +24,22 @@ UNLABELED = 65535
 class Settings:
     """Sizes of one demo run (saved as OUT/settings.json; a change starts over)."""
 
+    train_scenes: tuple[str, ...] = ('scene-0061', 'scene-0553', 'scene-0655', 'scene-0757')
+    """Training scenes (the first 4 of mini_train); the live scene is held out."""
     scene_duration_s: float = 8.0
     image_width: int = 400
     image_height: int = 225
     lidar_azimuth_steps: int = 180
     label_size: tuple[int, int] = (112, 200)
-    steps: int = 150
+    steps: int = 400
     voxel_size: float = 0.2
     seed: int = 0
     rate: float = 1.0
     threads: int = 2
 
 
-FAST = Settings(scene_duration_s=1.0, image_width=160, image_height=90, label_size=(32, 64),
-                steps=4)
+FAST = Settings(train_scenes=('scene-0061',), scene_duration_s=1.0, image_width=160,
+                image_height=90, label_size=(32, 64), steps=4)
 
 
 @dataclass
