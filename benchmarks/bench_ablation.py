@@ -17,8 +17,8 @@ network is off (too slow on a CPU), so co-training has no 2D-prediction source h
 
 Prints a table (mIoU %: network on all held-out points and on the paired points, the teacher
 on the same paired points, the pseudo-labels trained on; point accuracy) and writes
-results/ablation_cns.json. CPU only; about 5 CPU-minutes per row at --steps 1000 (rows run in
-parallel with --jobs).
+results/ablation_cns.json and results/ablation_cns.png (per-class IoU bars). CPU only; about
+5 CPU-minutes per row at --steps 1000 (rows run in parallel with --jobs).
 
 usage: python benchmarks/bench_ablation.py [--steps 1000] [--work DIR] [--jobs 2] [--rows ...]
 """
@@ -80,6 +80,17 @@ def _table(rows: dict[str, dict[str, Any]]) -> str:
     return '\n'.join(lines)
 
 
+def plot(rows: dict[str, dict[str, Any]], path: Path, steps: int) -> None:
+    """Per-class IoU bars of the held-out network, one colour per row (PNG)."""
+    from offline_training.evaluate import bar_chart
+
+    bars = {name: {'miou': r['net_miou'] / 100,
+                   'classes': {c: {'iou': v / 100} for c, v in r['net_iou'].items()}}
+            for name, r in rows.items()}
+    bar_chart(path, f'CNS ablation, synthetic world, held-out scenes, {steps} steps: '
+              '3D per-class IoU', bars)
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--steps', type=int, default=1000, help='training steps per row')
@@ -98,7 +109,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(f'CNS component ablation, synthetic world, {args.steps} steps (mIoU / accuracy %):')
     print(_table(rows))
     path = write_results('ablation_cns', {'steps': args.steps, 'rows': rows}, args.out_dir)
-    print(f'wrote {path}')
+    plot(rows, path.with_suffix('.png'), args.steps)
+    print(f'wrote {path} and {path.with_suffix(".png")}')
     return rows
 
 

@@ -123,7 +123,7 @@ def bar_chart(path: Path, title: str, rows: dict[str, dict[str, Any]]) -> None:
     from matplotlib.figure import Figure
 
     names = list(next(iter(rows.values()))['classes'])
-    figure = Figure(figsize=(12, 4.8), dpi=100)
+    figure = Figure(figsize=(14, 4.8), dpi=100)
     FigureCanvasAgg(figure)
     ax = figure.add_subplot(1, 1, 1)
     width = 0.8 / len(rows)
@@ -138,7 +138,7 @@ def bar_chart(path: Path, title: str, rows: dict[str, dict[str, Any]]) -> None:
     ax.set_ylim(0, 100)
     ax.set_title(title)
     ax.grid(axis='y', alpha=0.3)
-    ax.legend(loc='upper right', fontsize=8)
+    ax.legend(loc='upper left', bbox_to_anchor=(1.01, 1.0), fontsize=8)  # beside the bars
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format='png')
