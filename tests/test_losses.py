@@ -346,6 +346,7 @@ def test_clip2scene_ablation_switches_change_exactly_their_terms():
                              {'spatial_temporal'}),
         'temperature': (dataclasses.replace(config, temperature=0.5), {'semantic'}),
         'fusion': (dataclasses.replace(config, fusion_reduction='mean'), {'spatial_temporal'}),
+        'class_balance': (dataclasses.replace(config, class_balance=0.5), {'semantic'}),
     }
     for name, (ablated, expected) in cases.items():
         assert _changed(base, _c2s_terms(ablated, batch)[0]) == expected, name

@@ -28,6 +28,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cns_ros.training.balance import ClassBalance
 from cns_ros.training.cns import TargetSwitch, cross_entropy, point_input, switch_active
 from cns_ros.training.config import Clip2SceneConfig, ModelConfig
 from cns_ros.training.data import TrainBatch
@@ -95,6 +96,9 @@ class Clip2SceneMethod(nn.Module):
         self.net3d, self.config, self.model_config = net3d, config, model
         self.self_training = TargetSwitch({'teacher': 1.0 - config.self_training_prob,
                                            'self': config.self_training_prob}, seed, salt=5)
+        # class weights only when asked for: checkpoints of unweighted runs keep their keys
+        self.balance = (ClassBalance(net3d.classifier.num_classes, config.class_balance)
+                        if config.class_balance > 0 else None)
 
     def source(self, progress: Progress) -> str:
         """'teacher' or 'self': the semantic targets of this step."""
@@ -113,8 +117,9 @@ class Clip2SceneMethod(nn.Module):
         if c.semantic and c.semantic_weight > 0:
             logits = self.net3d.classifier(output.features[batch.pair_point]) / c.temperature
             targets = logits.detach().argmax(dim=1) if source == 'self' else batch.pair_label
-            terms['semantic'], weights['semantic'] = cross_entropy(logits, targets), \
-                c.semantic_weight
+            weight = None if self.balance is None else self.balance(targets)
+            terms['semantic'] = cross_entropy(logits, targets, weight=weight)
+            weights['semantic'] = c.semantic_weight
         if c.spatial_temporal and c.spatial_temporal_weight > 0:
             if output.local is None or batch.point_grid is None:
                 raise ValueError('the spatial-temporal term needs the 3D net\'s local head '

@@ -271,6 +271,9 @@ class Clip2SceneConfig:
     """First epoch (0-based) with self-training (code: ``epoch > 10``)."""
     self_training_start_step: int | None = None
     """Start in steps instead of epochs (overrides the epoch when set)."""
+    class_balance: float = 0.0
+    """Exponent of label-frequency class weights in the semantic CE, as ``cns.class_balance``
+    (0 = the paper's plain CE)."""
 
     def __post_init__(self) -> None:
         for name in ('semantic_weight', 'spatial_temporal_weight'):
@@ -278,6 +281,7 @@ class Clip2SceneConfig:
         for name in ('temperature', 'fusion_temperature', 'grid_size'):
             _check(getattr(self, name) > 0, f'clip2scene.{name}', 'must be > 0')
         _check(self.max_per_grid >= 1, 'clip2scene.max_per_grid', 'must be >= 1')
+        _check(self.class_balance >= 0, 'clip2scene.class_balance', 'must be >= 0')
         _check(0.0 <= self.self_training_prob <= 1.0, 'clip2scene.self_training_prob',
                'must be in [0, 1]')
 
