@@ -56,6 +56,7 @@ from typing import Any
 import numpy as np
 
 from cns_ros.calibration import Calibration, camera_info_fields, save_calibration
+from cns_ros.data.bags import offered_qos
 from cns_ros.data.nuscenes import (
     CAMERA_CHANNELS,
     LIDAR_CHANNEL,
@@ -207,14 +208,6 @@ class _BagWriter:
     """Turns events into messages on a rosbags Writer; counts messages per topic."""
 
     def __init__(self, writer: Any, nusc: Any, calibrations: dict[str, Calibration]) -> None:
-        from rosbags.interfaces import (
-            Qos,
-            QosDurability,
-            QosHistory,
-            QosLiveliness,
-            QosReliability,
-            QosTime,
-        )
         from rosbags.typesys import Stores, get_typestore
 
         self.ts = get_typestore(Stores.ROS2_HUMBLE)
@@ -222,21 +215,14 @@ class _BagWriter:
         self.label_table = lidarseg16_table(nusc)
         self.connections: dict[str, Any] = {}
         self.counts: dict[str, int] = {}
-        zero = QosTime(sec=0, nsec=0)  # 0 = the middleware default (infinite)
-        self.qos = {durability: Qos(QosHistory.KEEP_LAST, depth, QosReliability.RELIABLE,
-                                    durability, zero, zero, QosLiveliness.AUTOMATIC, zero, False)
-                    for durability, depth in ((QosDurability.VOLATILE, 10),
-                                              (QosDurability.TRANSIENT_LOCAL, 1))}
+        self.qos = {latched: offered_qos(depth, latched=latched)
+                    for latched, depth in ((False, 10), (True, 1))}
 
     def _write(self, topic: str, msg: Any, stamp_ns: int) -> None:
-        from rosbags.interfaces import QosDurability
-
         if topic not in self.connections:
-            durability = (QosDurability.TRANSIENT_LOCAL if topic == TF_STATIC_TOPIC
-                          else QosDurability.VOLATILE)
             self.connections[topic] = self.writer.add_connection(
                 topic, msg.__msgtype__, typestore=self.ts,
-                offered_qos_profiles=[self.qos[durability]])
+                offered_qos_profiles=[self.qos[topic == TF_STATIC_TOPIC]])
             self.counts[topic] = 0
         self.writer.write(self.connections[topic], stamp_ns,
                           self.ts.serialize_cdr(msg, msg.__msgtype__))

@@ -404,3 +404,11 @@ def test_lateness_stats():
     assert summary['mean_ms'] == pytest.approx(1.45)
     assert summary['p95_ms'] == pytest.approx(1.0)
     assert summary['max_ms'] == pytest.approx(10.0)
+
+
+def test_offered_qos_profiles_for_bag_writers():
+    assert bags.offered_qos(1, latched=True) == LATCHED_QOS
+    sensor = bags.offered_qos(100, reliable=False)
+    assert (sensor.history, sensor.depth, sensor.reliability, sensor.durability) == (
+        QosHistory.KEEP_LAST, 100, QosReliability.BEST_EFFORT, QosDurability.VOLATILE)
+    assert sensor.deadline == sensor.lifespan == sensor.liveliness_lease_duration == _Z

@@ -32,7 +32,7 @@ from typing import Any, Literal, NamedTuple, TypeVar
 __all__ = [
     'LATCHED_TOPICS', 'SENSOR_MSGTYPES', 'BagError', 'BagInfo', 'BagMessage', 'BagReader',
     'LatenessStats', 'ReplaySchedule', 'ScheduledMessage', 'TopicInfo', 'detect_format',
-    'iter_replay', 'open_bag', 'qos_kind', 'replay_times']
+    'iter_replay', 'offered_qos', 'open_bag', 'qos_kind', 'replay_times']
 
 BagFormat = Literal['mcap', 'sqlite3', 'rosbag1']
 T = TypeVar('T')
@@ -308,6 +308,26 @@ class BagReader:
 def open_bag(path: str | Path) -> BagReader:
     """Open a bag for reading (see :class:`BagReader`)."""
     return BagReader(path)
+
+
+def offered_qos(depth: int, *, reliable: bool = True, latched: bool = False) -> Any:
+    """The rosbags ``Qos`` a writer records as a connection's offered QoS profile: keep last
+    ``depth``, reliable or best effort, transient local (``latched``) or volatile, automatic
+    liveliness, every duration 0 (= the middleware default: infinite)."""
+    from rosbags.interfaces import (
+        Qos,
+        QosDurability,
+        QosHistory,
+        QosLiveliness,
+        QosReliability,
+        QosTime,
+    )
+
+    zero = QosTime(sec=0, nsec=0)
+    return Qos(QosHistory.KEEP_LAST, depth,
+               QosReliability.RELIABLE if reliable else QosReliability.BEST_EFFORT,
+               QosDurability.TRANSIENT_LOCAL if latched else QosDurability.VOLATILE,
+               zero, zero, QosLiveliness.AUTOMATIC, zero, False)
 
 
 def qos_kind(topic: str, msgtype: str, latched: bool = False) -> QosKind:

@@ -40,6 +40,7 @@ from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
+from cns_ros.data.bags import offered_qos
 from cns_ros.ros.replay_node import message_class
 from cns_ros.ros.runtime import run_node
 
@@ -81,23 +82,8 @@ def subscription_qos(endpoints: list[Any]) -> QoSProfile:
 
 def _bag_qos(qos: QoSProfile) -> Any:
     """The rosbags ``Qos`` (offered QoS in the bag metadata) of an rclpy profile."""
-    from rosbags.interfaces import (
-        Qos,
-        QosDurability,
-        QosHistory,
-        QosLiveliness,
-        QosReliability,
-        QosTime,
-    )
-
-    zero = QosTime(sec=0, nsec=0)
-    reliability = (QosReliability.BEST_EFFORT if qos.reliability == ReliabilityPolicy.BEST_EFFORT
-                   else QosReliability.RELIABLE)
-    durability = (QosDurability.TRANSIENT_LOCAL
-                  if qos.durability == DurabilityPolicy.TRANSIENT_LOCAL
-                  else QosDurability.VOLATILE)
-    return Qos(QosHistory.KEEP_LAST, qos.depth, reliability, durability, zero, zero,
-               QosLiveliness.AUTOMATIC, zero, False)
+    return offered_qos(qos.depth, reliable=qos.reliability != ReliabilityPolicy.BEST_EFFORT,
+                       latched=qos.durability == DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 class RecordNode(Node):
