@@ -29,12 +29,7 @@ OPTIONS = {'channel_scale': 0.125, 'out_dim': 32, 'input_features': ['intensity'
            'voxel_size': 0.2}
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 def _cloud(n: int = 2000, seed: int = 0) -> np.ndarray:

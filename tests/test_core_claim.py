@@ -13,7 +13,6 @@ component ablation on the same world is benchmarks/bench_ablation.py.
 from __future__ import annotations
 
 import pytest
-import torch
 
 from offline_training import study
 
@@ -23,16 +22,12 @@ ACCURACY_MARGIN = 5.0   # accuracy points above the teacher on the same held-out
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures('one_torch_thread')
 def test_trained_3d_network_beats_its_pseudo_labels_on_held_out_scenes(tmp_path, capsys):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        prepared = study.make_world(tmp_path)
-        study.make_cache(prepared, 'train', prepared.setup.train_scenes)
-        study.make_cache(prepared, 'held_out', prepared.setup.held_out_scenes)
-        result = study.summary(study.train_and_evaluate(prepared, 'recipe', STEPS))
-    finally:
-        torch.set_num_threads(threads)
+    prepared = study.make_world(tmp_path)
+    study.make_cache(prepared, 'train', prepared.setup.train_scenes)
+    study.make_cache(prepared, 'held_out', prepared.setup.held_out_scenes)
+    result = study.summary(study.train_and_evaluate(prepared, 'recipe', STEPS))
     with capsys.disabled():
         print('\ncore claim (%): ' + ', '.join(f'{k} {v:.1f}' for k, v in result.items()))
     # The claim. quality.json averages over the classes present in the ground truth, so the

@@ -23,12 +23,7 @@ from offline_training import evaluate
 SPLIT = 'mini_val'
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 @pytest.fixture(scope='module')

@@ -28,15 +28,8 @@ from cns_ros.training.config import SWITCHING_PRESETS, Clip2SceneConfig, CNSConf
 from cns_ros.training.data import TrainBatch
 from cns_ros.training.loop import Progress
 
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_torch_thread():
-    """One intra-op thread: on the shared 2-core CI machines, torch's thread pool spinning
-    against other processes made these tests 10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 def _sig(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x))

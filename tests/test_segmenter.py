@@ -85,14 +85,7 @@ def fake_encoder(prompt_names):
     return np.array(rows, dtype=np.float32)
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a small shared CPU, OpenMP threads waiting for each other make
-    sparse convolutions many times slower (the node exposes this as num_threads)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 @pytest.fixture(scope='module')

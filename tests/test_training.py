@@ -29,16 +29,8 @@ from offline_training import train
 
 PRESETS = Path(__file__).resolve().parents[1] / 'config' / 'train'
 
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
-
-@pytest.fixture(autouse=True, scope='module')
-def _one_torch_thread():
-    """One intra-op thread: on the shared 2-core CI machines, torch's thread pool spinning
-    against other processes made these tests 10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 @pytest.fixture(scope='module')
 def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
