@@ -12,16 +12,15 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import json
-import os
 import signal
 import statistics
 import subprocess
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from node_process import EXIT_TIMEOUT_S, reap, start_node, wait_exit
 from test_bags import T0, TOPICS, stamps, write_bag
 
 pytestmark = [
@@ -29,9 +28,7 @@ pytestmark = [
     pytest.mark.skipif(importlib.util.find_spec('rclpy') is None,
                        reason='rclpy is not importable (no ROS 2 install or PyPI ROS wheels)')]
 
-ROOT = Path(__file__).resolve().parents[1]
 PLAYED = [t for t in TOPICS if not t.startswith('/tf')]  # tf2_msgs has no wheel on PyPI
-EXIT_TIMEOUT_S = 30.0
 
 
 class Listener:
@@ -96,29 +93,15 @@ def replay_bags(tmp_path_factory):
 @pytest.fixture
 def spawn(tmp_path):
     """Start ``python -m cns_ros.ros.replay_node --ros-args -p ...``; always reaped."""
-    procs: list[tuple[subprocess.Popen, Path]] = []
+    procs: list[subprocess.Popen] = []
 
     def start(**params) -> subprocess.Popen:
-        args = [sys.executable, '-m', 'cns_ros.ros.replay_node', '--ros-args']
-        for name, value in params.items():
-            args += ['-p', f'{name}:={value}']
-        log = tmp_path / f'node{len(procs)}.log'
-        with open(log, 'w') as out:
-            proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
-                                    env=dict(os.environ))
-        proc.log = log
-        procs.append((proc, log))
-        return proc
+        procs.append(start_node('cns_ros.ros.replay_node', tmp_path / f'node{len(procs)}.log',
+                                params))
+        return procs[-1]
 
     yield start
-    for proc, _ in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+    reap(procs, grace_s=5)
 
 
 @pytest.fixture
@@ -132,16 +115,6 @@ def listener(request):
     yield make
     for item in made:
         item.close()
-
-
-def wait_exit(proc: subprocess.Popen) -> tuple[int, str]:
-    try:
-        code = proc.wait(timeout=EXIT_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
-        pytest.fail(f'replay_node did not exit:\n{proc.log.read_text()}')
-    return code, proc.log.read_text()
 
 
 def expected_stamps(topic: str, start_offset: float = 0.0) -> list[int]:

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from node_process import reap, start_node, wait_exit
 
 pytestmark = [
     pytest.mark.ros, pytest.mark.timeout(120),
@@ -31,7 +30,6 @@ pytestmark = [
     pytest.mark.skipif(importlib.util.find_spec('spconv') is None, reason='spconv missing')]
 
 ROOT = Path(__file__).resolve().parents[1]
-EXIT_TIMEOUT_S = 30.0
 READY_TIMEOUT_S = 60.0
 CAMERA_W, CAMERA_H = 160, 90
 LABEL_FIELDS = [('x', 0, 7), ('y', 4, 7), ('z', 8, 7), ('intensity', 12, 7), ('label', 16, 4),
@@ -62,40 +60,16 @@ def spawn(tmp_path):
     procs: list[subprocess.Popen] = []
 
     def start(params_file=None, **params) -> subprocess.Popen:
-        args = [sys.executable, '-m', 'cns_ros.ros.segment_node', '--ros-args']
-        if params_file is not None:
-            args += ['--params-file', str(params_file)]
         defaults = {'num_threads': 1, 'warm_up_points': 300, 'warm_up_passes': 1,
                     'diagnostics_period': 0.5, 'throttle_duration_sec': 0.0}
-        for name, value in {**defaults, **params}.items():
-            args += ['-p', f'{name}:={value}']
-        log = tmp_path / f'node{len(procs)}.log'
-        with open(log, 'w') as out:
-            proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
-                                    env=dict(os.environ))
-        proc.log = log
-        procs.append(proc)
-        return proc
+        procs.append(start_node(
+            'cns_ros.ros.segment_node', tmp_path / f'node{len(procs)}.log',
+            {**defaults, **params},
+            ['--params-file', str(params_file)] if params_file is not None else ()))
+        return procs[-1]
 
     yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-
-
-def wait_exit(proc: subprocess.Popen, timeout: float = EXIT_TIMEOUT_S) -> tuple[int, str]:
-    try:
-        code = proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
-        pytest.fail(f'segment_node did not exit:\n{proc.log.read_text()}')
-    return code, proc.log.read_text()
+    reap(procs, grace_s=10)
 
 
 def make_sweep(n: int = 400, seed: int = 0, fields: str = 'xyzir', dtype=np.float32):
