@@ -51,6 +51,12 @@ def test_power_zero_gives_no_weights_and_eval_mode_does_not_update():
         ClassBalance(3, power=-1.0)
 
 
+def test_unweighted_runs_keep_their_checkpoint_keys():
+    # power 0 (the default) saves nothing, so checkpoints of plain-CE runs are unchanged
+    assert ClassBalance(3, power=0.0).state_dict() == {}
+    assert set(ClassBalance(3, power=0.5).state_dict()) == {'frequency', 'updates'}
+
+
 def test_state_is_checkpointed_with_the_module():
     balance = ClassBalance(3, power=0.5)
     balance.update(torch.tensor([0, 1, 1]))

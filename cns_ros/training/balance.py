@@ -9,12 +9,13 @@ predictions: nothing here sees ground truth) and weights the cross-entropy of ea
     w_c = (max(f_c, floor))^-power / sum_k f_k (max(f_k, floor))^-power
 
 so the expected weight of a target is 1 (the loss keeps its scale) and ``power`` 0 is the plain
-cross-entropy of the papers, 0.5 the inverse-square-root frequency weighting, 1 full balancing.
-``floor`` bounds the weight of classes that (almost) never occur.
+cross-entropy of the papers (no weights, no estimate), 0.5 the inverse-square-root frequency
+weighting, 1 full balancing. ``floor`` bounds the weight of classes that (almost) never occur.
 
 The estimate is the running mean of the per-batch target histograms for the first
-``1 / (1 - momentum)`` updates, then an exponential moving average; it is a persistent buffer,
-so it is checkpointed with the model and ``--resume`` continues it exactly.
+``1 / (1 - momentum)`` updates, then an exponential moving average. With ``power`` > 0 it is a
+persistent buffer, so it is checkpointed with the model and ``--resume`` continues it exactly;
+with ``power`` 0 it is not saved, so unweighted runs keep the checkpoint keys they always had.
 """
 
 from __future__ import annotations
@@ -42,8 +43,10 @@ class ClassBalance(nn.Module):
             raise ValueError(f'ClassBalance: expected power >= 0, 0 <= momentum < 1, '
                              f'0 < floor <= 1; found {power}, {momentum}, {floor}')
         self.power, self.momentum, self.floor = power, momentum, floor
-        self.register_buffer('frequency', torch.full((num_classes,), 1.0 / num_classes))
-        self.register_buffer('updates', torch.zeros((), dtype=torch.int64))
+        saved = power > 0
+        self.register_buffer('frequency', torch.full((num_classes,), 1.0 / num_classes),
+                             persistent=saved)
+        self.register_buffer('updates', torch.zeros((), dtype=torch.int64), persistent=saved)
 
     @torch.no_grad()
     def update(self, targets: torch.Tensor) -> None:

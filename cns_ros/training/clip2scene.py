@@ -96,9 +96,7 @@ class Clip2SceneMethod(nn.Module):
         self.net3d, self.config, self.model_config = net3d, config, model
         self.self_training = TargetSwitch({'teacher': 1.0 - config.self_training_prob,
                                            'self': config.self_training_prob}, seed, salt=5)
-        # class weights only when asked for: checkpoints of unweighted runs keep their keys
-        self.balance = (ClassBalance(net3d.classifier.num_classes, config.class_balance)
-                        if config.class_balance > 0 else None)
+        self.balance = ClassBalance(net3d.classifier.num_classes, config.class_balance)
 
     def source(self, progress: Progress) -> str:
         """'teacher' or 'self': the semantic targets of this step."""
@@ -117,8 +115,7 @@ class Clip2SceneMethod(nn.Module):
         if c.semantic and c.semantic_weight > 0:
             logits = self.net3d.classifier(output.features[batch.pair_point]) / c.temperature
             targets = logits.detach().argmax(dim=1) if source == 'self' else batch.pair_label
-            weight = None if self.balance is None else self.balance(targets)
-            terms['semantic'] = cross_entropy(logits, targets, weight=weight)
+            terms['semantic'] = cross_entropy(logits, targets, weight=self.balance(targets))
             weights['semantic'] = c.semantic_weight
         if c.spatial_temporal and c.spatial_temporal_weight > 0:
             if output.local is None or batch.point_grid is None:

@@ -87,10 +87,6 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
                            weight=None if weight is None else weight.float())
 
 
-def _class_weights(balance: ClassBalance | None, targets: torch.Tensor) -> torch.Tensor | None:
-    return None if balance is None else balance(targets)
-
-
 def cosine_distance(a: torch.Tensor, b: torch.Tensor, dim: int = 1) -> torch.Tensor:
     """Mean of 1 - cos(a, b) along ``dim`` (0 for empty inputs, graph-connected)."""
     if a.numel() == 0:
@@ -375,10 +371,8 @@ class CNSMethod(nn.Module):
         self.net3d, self.net2d, self.heads = net3d, net2d, heads
         self.config, self.model_config = config, model
         self.co_training = CoTraining(config, seed, self.num_classes)
-        # class weights only when asked for: checkpoints of unweighted runs keep their keys
-        balance = config.class_balance > 0
-        self.balance_3d = ClassBalance(self.num_classes, config.class_balance) if balance else None
-        self.balance_2d = ClassBalance(self.num_classes, config.class_balance) if balance else None
+        self.balance_3d = ClassBalance(self.num_classes, config.class_balance)
+        self.balance_2d = ClassBalance(self.num_classes, config.class_balance)
 
     @property
     def num_classes(self) -> int:
@@ -408,12 +402,12 @@ class CNSMethod(nn.Module):
         if c.ce_3d_weight > 0:
             targets = self.co_training.targets_3d(source_3d, batch, out)
             terms['ce_3d'] = cross_entropy(out.pair_logits, targets,
-                                           weight=_class_weights(self.balance_3d, targets))
+                                           weight=self.balance_3d(targets))
             weights['ce_3d'] = c.ce_3d_weight
         if has_2d and c.ce_2d_weight > 0:
             targets = self.co_training.targets_2d(source_2d, batch, out)
             terms['ce_2d'] = cross_entropy(out.image_logits, targets,
-                                           weight=_class_weights(self.balance_2d, targets))
+                                           weight=self.balance_2d(targets))
             weights['ce_2d'] = c.ce_2d_weight
         terms.update(self._latent_terms(batch, out, weights))
         if not terms:
