@@ -51,8 +51,7 @@ ROWS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
-def _row(work: str, name: str, steps: int) -> dict[str, Any]:
-    prepared = _prepare(Path(work), need_nosam=ROWS[name][0] == 'train_nosam')
+def _row(prepared: study.Study, name: str, steps: int) -> dict[str, Any]:
     cache, overrides = ROWS[name]
     overrides = tuple(item.format(half=steps // 2) for item in overrides)
     metrics = study.train_and_evaluate(prepared, name, steps, overrides, train_cache=cache)
@@ -100,11 +99,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument('--out-dir', default=None, help='results folder')
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix='cns_ablation_') as tmp:
-        work = str(Path(args.work or tmp).resolve())
-        _prepare(Path(work), need_nosam=any(ROWS[r][0] == 'train_nosam' for r in args.rows))
+        prepared = _prepare(Path(args.work or tmp).resolve(),
+                            need_nosam=any(ROWS[r][0] == 'train_nosam' for r in args.rows))
         context = multiprocessing.get_context('spawn')
         with ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
-            futures = {name: pool.submit(_row, work, name, args.steps) for name in args.rows}
+            futures = {name: pool.submit(_row, prepared, name, args.steps)
+                       for name in args.rows}
             rows = {name: future.result() for name, future in futures.items()}
     print(f'CNS component ablation, synthetic world, {args.steps} steps (mIoU / accuracy %):')
     print(_table(rows))

@@ -28,8 +28,9 @@ The recipe (:data:`RECIPE`), found by experiment on this world (numbers in the i
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,12 +70,14 @@ class StudyWorld:
 
 @dataclass(frozen=True)
 class Study:
-    """Paths of a prepared study: the world and its pseudo-label caches."""
+    """A study's world (``<root>/world``) and its settings; caches live beside the world."""
 
     world: Path
     setup: StudyWorld
-    caches: dict[str, Path] = field(default_factory=dict)
-    """Cache roots by name: ``train``, ``held_out`` (SAM-refined), ``train_nosam``."""
+
+    def cache(self, name: str) -> Path:
+        """Root of the pseudo-label cache ``name`` (``train``, ``held_out``, ...)."""
+        return self.world.parent / f'cache_{name}'
 
 
 def _ok(status: int, what: str) -> None:
@@ -99,38 +102,39 @@ def make_world(root: Path, setup: StudyWorld = StudyWorld()) -> Study:
 def make_cache(study: Study, name: str, scenes: Sequence[str], sam: str = 'simulated') -> Path:
     """Pseudo-label ``scenes`` with the simulated CLIP-like teacher into ``<root>/cache_<name>``
     (resumed when present); ``sam``: 'simulated' refinement or 'none'."""
-    out = study.world.parent / f'cache_{name}'
+    out = study.cache(name)
     h, w = study.setup.image_size
     _ok(pseudo_label.main([
         '--dataroot', str(study.world), '--version', 'v1.0-mini', '--scenes', *scenes,
         '--teacher', 'simulated', '--simulated-preset', 'clip_like', '--sam', sam,
         '--seed', str(study.setup.seed), '--image-size', str(h), str(w), '--out', str(out),
         '--no-progress']), f'pseudo_label {name}')
-    study.caches[name] = out
     return out
 
 
 def train_and_evaluate(study: Study, name: str, steps: int, overrides: Sequence[str] = (),
                        train_cache: str = 'train') -> dict[str, Any]:
-    """Train the recipe (+ ``overrides``) on ``train_cache``, export, evaluate on the held-out
-    scenes. Returns ``evaluate``'s metrics.json plus ``trained_on``: the quality.json of the
-    pseudo-labels trained on (mIoU over the classes present, as ``miou_present``)."""
+    """Train the recipe (+ ``overrides``) on ``train_cache`` into ``<root>/runs/<name>``
+    (replaced if present), export, evaluate on the held-out scenes. Returns ``evaluate``'s
+    metrics.json plus ``trained_on``: the quality.json of the pseudo-labels trained on (mIoU
+    over the classes present, as ``miou_present``)."""
     root = study.world.parent / 'runs' / name
+    shutil.rmtree(root, ignore_errors=True)  # a re-run trains the row afresh
     sets = [item for value in (*RECIPE, *overrides, f'log.checkpoint_every={steps}')
             for item in ('--set', value)]
     _ok(train.main(['--config', str(PRESET), '--dataroot', str(study.world), '--version',
-                    'v1.0-mini', '--cache', str(study.caches[train_cache]), '--out',
+                    'v1.0-mini', '--cache', str(study.cache(train_cache)), '--out',
                     str(root / 'run'), '--device', 'cpu', '--threads', '1', '--no-progress',
                     '--steps', str(steps), *sets]), f'train {name}')
     _ok(export.main(['--run', str(root / 'run'), '--out', str(root / 'bundle'), '--no-2d']),
         f'export {name}')
     _ok(evaluate.main(['--bundle', str(root / 'bundle'), '--dataroot', str(study.world),
                        '--version', 'v1.0-mini', '--scenes', *study.setup.held_out_scenes,
-                       '--cache', str(study.caches['held_out']), '--out', str(root / 'eval'),
+                       '--cache', str(study.cache('held_out')), '--out', str(root / 'eval'),
                        '--threads', '1', '--no-progress']), f'evaluate {name}')
     metrics = json.loads((root / 'eval' / 'metrics.json').read_text())
     metrics['trained_on'] = json.loads(
-        (study.caches[train_cache] / 'quality.json').read_text())
+        (study.cache(train_cache) / 'quality.json').read_text())
     return metrics
 
 
