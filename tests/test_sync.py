@@ -15,12 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from cns_ros.ros import sync
 from cns_ros.ros.sync import (
-    COUNTER_KEYS,
     RELEASE_REASONS,
     LidarAnchoredSynchronizer,
     SyncConfig,
@@ -292,17 +291,45 @@ def test_never_polled_output_is_bounded_and_counted():
     s = LidarAnchoredSynchronizer(config)
     for k in range(5):
         s.add_lidar(T0 + k * 50 * MS, k, now_s=0.0)
-    s.add_lidar(T0 - 5 * NS, 'loop', now_s=0.0)  # the jump releases pending into ready
-    assert s.buffer_sizes()['ready'] <= 3
+    # 5 sweeps, 3 pending at most: sweeps 0 and 1 released ('overflow') into ready; the jump
+    # releases 2, 3, 4 ('reset'): 5 ready > 4 (max_pending + 1), sweep 0 discarded; the poll
+    # releases 'loop': sweep 1 discarded. Kept: 2, 3, 4, 'loop'.
+    s.add_lidar(T0 - 5 * NS, 'loop', now_s=0.0)
+    assert s.buffer_sizes()['ready'] == 4 and s.held_sweeps() == 5
     released = s.poll(0.0)
-    assert s.counters['output_overflow'] + len(released) == 6
-    assert released[-1].lidar_msg == 'loop'  # the newest sets are kept
+    assert [o.lidar_msg for o in released] == [2, 3, 4, 'loop']
+    assert s.counters['output_overflow'] == 2 and s.held_sweeps() == 0
+
+
+def test_time_jump_with_one_pending_sweep_loses_nothing():
+    # Found by Hypothesis (issue 10): with max_pending 1 the jump released sweep 0 and the
+    # poll released the new sweep 1 at once, so a ready buffer of max_pending dropped sweep 0
+    # although the caller polled after every call.
+    config = SyncConfig(cameras=('cam_a', 'cam_b'), offsets={'cam_b': 0.04}, max_wait=0.1,
+                        camera_buffer_size=1, max_pending=1)
+    s = LidarAnchoredSynchronizer(config)
+    s.add_lidar(T0, 0, 0.0)
+    assert s.poll(0.0) == []  # waits for its cameras
+    s.add_camera('cam_a', T0 - 219 * MS, 'a0', 0.0)  # too old for sweep 0: stale
+    s.add_camera('cam_a', T0 - 1026 * MS, 'a1', 0.0)  # > 1 s older: kept for a LiDAR jump
+    s.add_camera('cam_b', T0 - 986 * MS, 'b0', 0.0)  # sweep 1's target (offset 40 ms)
+    s.add_lidar(T0 - 1026 * MS, 1, 0.0)  # 1.026 s back: a time jump
+    out = s.poll(0.0)
+    assert [(o.lidar_msg, o.reason) for o in out] == [(0, 'reset'), (1, 'complete')]
+    assert out[0].missing == ('cam_a', 'cam_b')
+    assert {c: m.msg for c, m in out[1].cameras.items()} == {'cam_a': 'a1', 'cam_b': 'b0'}
+    counters = s.counters
+    assert counters['output_overflow'] == 0 and counters['time_jump'] == 1
+    assert counters['camera_stale'] == 1
 
 
 SOURCES = ('lidar', 'cam_a', 'cam_b', 'poll')
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@example(ops=[('lidar', 0, 0.0), ('cam_a', -219, 0.0), ('cam_a', -807, 0.0),
+              ('cam_b', -986, 0.0), ('lidar', -1026, 0.0)],
+         buffer_size=1, max_pending=1, min_frame_interval=0.0)  # issue 10: sweep 0 was lost
 @given(ops=st.lists(st.tuples(st.sampled_from(SOURCES),
                               st.one_of(st.integers(-30, 120), st.integers(-3000, 3000)),
                               st.floats(0.0, 0.08)), min_size=1, max_size=300),
@@ -345,7 +372,11 @@ def test_long_stream_with_drops_stays_bounded():
     out = replay(synchronizer, events, bounds=config)
     assert len(out) == sum(e.source == 'lidar' for e in events)
     counters = synchronizer.counters
-    assert set(COUNTER_KEYS) <= set(counters)
+    assert counters['output_overflow'] == 0 and synchronizer.held_sweeps() == 0
+    assert sum(counters[f'released_{r}'] for r in RELEASE_REASONS) == len(out)
+    for cam in config.cameras:  # the counters tally what the released sets say
+        assert counters[f'missing.{cam}'] == sum(cam in o.missing for o in out), cam
+        assert counters[f'missing.{cam}'] > 0  # 10 % of the frames were lost
 
 
 def test_config_validation():

@@ -25,8 +25,16 @@ Bounds: each camera keeps at most ``camera_buffer_size`` frames (oldest evicted:
 ``camera_overflow``); frames too old for any pending or future sweep are pruned
 (``camera_unused`` if never matched) or refused on arrival (``camera_stale``). At most
 ``max_pending`` sweeps wait; one more releases the oldest at once with what it has (reason
-'overflow'): releasing, not dropping, keeps LiDAR output going when cameras stall. At most
-``max_pending`` released sets wait for poll (older dropped: ``output_overflow``).
+'overflow'): releasing, not dropping, keeps LiDAR output going when cameras stall.
+
+No sweep is lost: every sweep given to ``add_lidar`` is released exactly once, in arrival
+order, as long as the caller polls after each ``add_*`` call (the node does). Released sets wait
+for poll in a buffer of ``max_pending + 1``, the most that one ``add_*`` call plus the poll
+after it can release (a time jump releases up to ``max_pending`` pending sweeps, and the new
+sweep can be released by the same poll). Only a caller that stops polling loses sets: the
+oldest is discarded and counted (``output_overflow``), a bound on memory, never silent.
+Counters named in :data:`DISCARD_COUNTERS` count discarded sweeps; the node adds them to its
+drops, so its ``inputs == outputs + sum(drops)`` holds with cameras configured too.
 
 Time jumps: a LiDAR stamp more than ``jump_threshold`` older than the newest (a looping bag)
 releases all pending sweeps (reason 'reset'), drops the old epoch's camera frames and counts
@@ -53,6 +61,8 @@ COUNTER_KEYS = (
     *(f'released_{r}' for r in RELEASE_REASONS), 'camera_stale', 'camera_unused',
     'camera_overflow', 'camera_out_of_order', 'lidar_out_of_order', 'time_jump',
     'camera_time_jump', 'output_overflow')
+#: Counters whose every increment is a sweep the synchronizer discarded (never released).
+DISCARD_COUNTERS = ('output_overflow', 'lidar_unmatched')
 _NS = 1_000_000_000
 _LOG = logging.getLogger(__name__)
 _STAMP = operator.attrgetter('stamp_ns')
@@ -72,7 +82,8 @@ class SyncConfig:
         max_wait: Longest a sweep waits for cameras, in receipt time (s). Default 0.1.
         offsets: Expected camera stamp minus LiDAR stamp per camera (s); unnamed cameras 0.
         camera_buffer_size: Frames kept per camera (>= 1). Default 8 (0.67 s at 12 Hz).
-        max_pending: Sweeps waiting at once, and released sets kept for poll (>= 1). Default 8.
+        max_pending: Sweeps waiting at once (>= 1); ``max_pending + 1`` released sets are
+            kept for poll. Default 8.
         jump_threshold: A stamp this much older than its stream's newest is a time jump (s).
         min_frame_interval: Lower bound on one camera's stamp spacing (s); 0 disables it.
     """
@@ -170,6 +181,8 @@ class Synchronizer(Protocol):
     @property
     def counters(self) -> dict[str, int]: ...
 
+    def held_sweeps(self) -> int: ...
+
 
 @dataclass(eq=False)
 class _Frame:
@@ -221,6 +234,10 @@ class LidarAnchoredSynchronizer:
     def counters(self) -> dict[str, int]:
         """Counts by reason (COUNTER_KEYS plus ``missing.<camera>``); a copy."""
         return dict(self._counters)
+
+    def held_sweeps(self) -> int:
+        """Sweeps received but not yet returned by :meth:`poll` (pending or ready)."""
+        return len(self._pending) + len(self._ready)
 
     def buffer_sizes(self) -> dict[str, int]:
         """Current sizes: ``pending`` sweeps, ``ready`` sets and ``camera.<name>`` frames."""
@@ -347,7 +364,7 @@ class LidarAnchoredSynchronizer:
         self._counters[f'released_{reason}'] += 1
         self._ready.append(SyncedSet(sweep.stamp_ns, sweep.msg, types.MappingProxyType(matches),
                                      missing, max(0.0, now_s - sweep.received_s), reason))
-        if len(self._ready) > self.config.max_pending:
+        if len(self._ready) > self.config.max_pending + 1:  # only when the caller stops polling
             self._ready.pop(0)
             self._counters['output_overflow'] += 1
 
@@ -434,12 +451,24 @@ class ApproximateTimePolicy:
         self._received: OrderedDict[int, float] = OrderedDict()
         self._ready: list[SyncedSet] = []
         self._now_s = 0.0
+        self._lidar_in = 0
         self._counters = {'released_complete': 0, 'output_overflow': 0}
 
     @property
     def counters(self) -> dict[str, int]:
-        """Counts by reason; a copy."""
-        return dict(self._counters)
+        """Counts by reason; a copy. ``lidar_unmatched``: sweeps message_filters discarded
+        without a set (every sweep fed is released, discarded, or still queued)."""
+        released = self._counters['released_complete'] + self._counters['output_overflow']
+        unmatched = self._lidar_in - released - self._lidar_queued()
+        return {**self._counters, 'lidar_unmatched': max(0, unmatched)}
+
+    def held_sweeps(self) -> int:
+        """Sweeps received but not yet returned by :meth:`poll` (queued or ready)."""
+        return self._lidar_queued() + len(self._ready)
+
+    def _lidar_queued(self) -> int:
+        queues = getattr(self._sync, 'queues', None)  # message_filters' per-input {stamp: msg}
+        return len(queues[0]) if queues else 0
 
     def buffer_sizes(self) -> dict[str, int]:
         """Current sizes: ``lidar`` and ``camera.<name>`` queues, ``ready`` sets."""
@@ -451,6 +480,7 @@ class ApproximateTimePolicy:
     def add_lidar(self, stamp_ns: int, msg: Any, now_s: float) -> None:
         """Feeds a sweep (stamp from its header; ``stamp_ns`` in ns, ``now_s`` receipt s)."""
         self._now_s = now_s
+        self._lidar_in += 1
         self._received[int(stamp_ns)] = now_s
         while len(self._received) > 4 * self._queue_size:
             self._received.popitem(last=False)
