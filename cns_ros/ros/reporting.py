@@ -9,6 +9,7 @@ suppressed since the last one.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -18,6 +19,10 @@ __all__ = ['ThrottledReporter']
 
 class ThrottledReporter:
     """Count drops / events in a :class:`cns_ros.ros.diagnostics.NodeStats` and log them.
+
+    Thread-safe: the counts go to the (locked) stats, the throttle state is under a lock of its
+    own, so every message is counted and each reason's log lines stay throttled whichever
+    threads report.
 
     Args:
         stats: Has ``record_drop(reason, count)`` and ``record_event(reason, count)``.
@@ -32,10 +37,12 @@ class ThrottledReporter:
         self._logger = logger
         self._settings = settings
         self._last_log: dict[str, tuple[float, int]] = {}  # reason -> (time, suppressed)
+        self._lock = threading.Lock()
 
     def logged(self, reason: str) -> bool:
         """Whether ``reason`` was reported before."""
-        return reason in self._last_log
+        with self._lock:
+            return reason in self._last_log
 
     def __call__(self, reason: str, message: str, drop: bool, count: int = 1,
                  error: bool = False) -> None:
@@ -45,11 +52,12 @@ class ThrottledReporter:
         else:
             self._stats.record_event(reason, count)
         now = time.monotonic()
-        last, suppressed = self._last_log.get(reason, (-math.inf, 0))
-        if now - last < self._settings['throttle_duration_sec']:
-            self._last_log[reason] = (last, suppressed + 1)
-            return
-        self._last_log[reason] = (now, 0)
+        with self._lock:  # the executor and the worker thread both report
+            last, suppressed = self._last_log.get(reason, (-math.inf, 0))
+            if now - last < self._settings['throttle_duration_sec']:
+                self._last_log[reason] = (last, suppressed + 1)
+                return
+            self._last_log[reason] = (now, 0)
         more = f' ({suppressed} more since the last message)' if suppressed else ''
         text = f"{'dropped sweep' if drop else 'handled'} [{reason}]: {message}{more}"
         (self._logger.error if error else self._logger.warning)(text)
