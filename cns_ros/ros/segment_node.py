@@ -55,7 +55,13 @@ no CameraInfo yet             no projected label image (event ``no_camera_info``
 unexpected exception          drop ``internal_error`` (logged with its traceback once)
 ============================  =========================================================
 
-Also counted: drop ``shutdown`` (a sweep still waiting at exit); events ``bad_camera_info``,
+Also counted: drop ``shutdown`` (a sweep still waiting in the synchronizer or the mailbox at
+exit, or arriving while the node stops); drops ``sync_output_overflow`` and
+``sync_lidar_unmatched`` (sweeps the synchronizer discarded: see
+:data:`cns_ros.ros.sync.DISCARD_COUNTERS`); event ``camera_labels_failed`` (the cloud was
+published, a label image failed). Every received sweep is published or counted as a drop, so
+after shutdown ``inputs == outputs + sum(drops)`` holds exactly in the stats file (while
+running, the difference is the sweeps in flight). Events ``bad_camera_info``,
 ``no_odometry`` (projected without ego-motion compensation), ``odometry_time_jump``,
 ``unknown_lidar_frame``, ``tf_unavailable`` / ``tf_no_motion`` (calibration_source tf),
 ``bad_intensity`` / ``bad_ring`` (count > 1), ``stats_file`` (not writable).
@@ -70,8 +76,9 @@ Exit codes: 0 after Ctrl-C / SIGTERM / launch shutdown (worker joined, node dest
 ``rclpy.try_shutdown``); 1 with one error line for a missing or corrupt bundle or a bad
 parameter (:func:`cns_ros.ros.runtime.run_node`).
 
-Modules: parameters in :mod:`cns_ros.ros.segment_params`, the mailbox in
-:mod:`cns_ros.ros.mailbox`, sweep decoding in :mod:`cns_ros.ros.sweep_io`, camera label images
+Modules: parameters in :mod:`cns_ros.ros.segment_params`, synchronizer + mailbox + their
+accounting in :mod:`cns_ros.ros.intake` (:mod:`cns_ros.ros.sync`, :mod:`cns_ros.ros.mailbox`),
+sweep decoding in :mod:`cns_ros.ros.sweep_io`, camera label images
 in :mod:`cns_ros.ros.camera_labels`, drop/event reports in :mod:`cns_ros.ros.reporting`, the
 process lifecycle in :mod:`cns_ros.ros.runtime`; the inference itself is
 :class:`cns_ros.segmenter.Segmenter` (no ROS).
@@ -102,7 +109,8 @@ from cns_ros.fileio import atomic_write_text
 from cns_ros.pointcloud import create_labeled_cloud
 from cns_ros.ros.camera_labels import CameraLabeler, OdometryBuffer
 from cns_ros.ros.diagnostics import NodeStats, diagnostic_status
-from cns_ros.ros.mailbox import LatestMailbox, Received, Sweep
+from cns_ros.ros.intake import SweepIntake
+from cns_ros.ros.mailbox import LatestMailbox, Sweep
 from cns_ros.ros.reporting import ThrottledReporter
 from cns_ros.ros.runtime import run_node, tune_malloc
 from cns_ros.ros.segment_params import (
@@ -116,10 +124,11 @@ from cns_ros.ros.segment_params import (
     declare_vocabulary,
     read_parameters,
     runtime_updates,
+    sync_config,
 )
 from cns_ros.ros.segment_setup import make_segmenter, warm_up
 from cns_ros.ros.sweep_io import LabelColors, decode_sweep, stage_times
-from cns_ros.ros.sync import SyncConfig, SyncPolicyError, header_stamp_ns, make_synchronizer
+from cns_ros.ros.sync import SyncPolicyError, header_stamp_ns, make_synchronizer
 from cns_ros.segmenter import VocabularyUpdateError, parse_vocabulary_entries
 from cns_ros.training.bundle import load_bundle
 
@@ -163,6 +172,7 @@ class SegmentNode(Node):
         self.stats = NodeStats()
         self._report = ThrottledReporter(self.stats, self.get_logger(), self.params)
         self._mailbox = LatestMailbox()
+        self._intake = SweepIntake(None, self._mailbox, self._report)
         bundle = load_bundle(self.params['model'])  # validates; loads no weights
         self._setup_cameras(bundle.has_image_net)  # settings errors before the slow part
         self._setup_segmenter(bundle)
@@ -177,9 +187,9 @@ class SegmentNode(Node):
             steady = Clock(clock_type=ClockType.STEADY_TIME)
             self.create_timer(self.params['diagnostics_period'], self._publish_diagnostics,
                               clock=steady)
-            if self._sync is not None:
+            if self._intake.synchronizer is not None:
                 self.create_timer(min(0.02, max(self.params['max_wait'] / 4, 0.002)),
-                                  self._poll_sync, clock=steady)
+                                  lambda: self._intake.poll(time.perf_counter()), clock=steady)
         except BaseException:
             self.close()
             raise
@@ -208,12 +218,9 @@ class SegmentNode(Node):
         self._odometry = OdometryBuffer()
         self._labeler = CameraLabeler(self, p, has_image_net, self._report, self._odometry)
         self._cameras = self._labeler.cameras
-        self._sync = None
-        self._sync_lock = threading.Lock()
         if self._cameras:
-            config = SyncConfig(cameras=tuple(self._cameras), max_time_diff=p['max_time_diff'],
-                                max_wait=p['max_wait'], jump_threshold=p['jump_threshold'])
-            self._sync = make_synchronizer(p['sync_policy'], config)
+            self._intake.synchronizer = make_synchronizer(p['sync_policy'],
+                                                          sync_config(p, self._cameras))
         self._jump_ns = round(p['jump_threshold'] * _NS)
         self._last_lidar_ns: int | None = None
 
@@ -264,21 +271,11 @@ class SegmentNode(Node):
             self._report('time_jump', f'stamp went back {(last - stamp) / _NS:.3f} s (a '
                          'looping bag?): synchronizer and odometry reset', drop=False)
         self._last_lidar_ns = stamp
-        if self._sync is None:
-            self._offer(Sweep(msg, now))
-            return
-        with self._sync_lock:
-            self._sync.add_lidar(stamp, Received(msg, now), now)
-            released = self._sync.poll(now)
-        self._offer_sets(released)
+        self._intake.lidar(msg, stamp, now)
 
     def _camera_callback(self, camera: str) -> Any:
         def callback(msg: Any) -> None:
-            now = time.perf_counter()
-            with self._sync_lock:
-                self._sync.add_camera(camera, header_stamp_ns(msg), msg, now)
-                released = self._sync.poll(now)
-            self._offer_sets(released)
+            self._intake.camera(camera, msg, header_stamp_ns(msg), time.perf_counter())
         return callback
 
     def _camera_info_callback(self, camera: str) -> Any:
@@ -290,22 +287,6 @@ class SegmentNode(Node):
         if self._odometry.add(msg, self._jump_ns):
             self._report('odometry_time_jump', 'odometry stamp went back: history cleared',
                          drop=False)
-
-    def _poll_sync(self) -> None:
-        now = time.perf_counter()
-        with self._sync_lock:
-            released = self._sync.poll(now)
-        self._offer_sets(released)
-
-    def _offer_sets(self, released: list[Any]) -> None:
-        for synced in released:
-            wrapped = synced.lidar_msg
-            self._offer(Sweep(wrapped.msg, wrapped.received, dict(synced.cameras)))
-
-    def _offer(self, sweep: Sweep) -> None:
-        if self._mailbox.put(sweep) is not None:
-            self._report('busy', 'inference still running: kept only the newest sweep',
-                         drop=True)
 
     def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
         try:
@@ -345,9 +326,8 @@ class SegmentNode(Node):
         """The statistics plus node facts (device, model, vocabulary, sync counters)."""
         snapshot = self.stats.snapshot(time.perf_counter(), mark_reported=mark_reported)
         snapshot['info'] = self._info()
-        if self._sync is not None:
-            with self._sync_lock:
-                snapshot['sync'] = {k: v for k, v in self._sync.counters.items() if v}
+        if self._intake.synchronizer is not None:
+            snapshot['sync'] = self._intake.counters()
         return snapshot
 
     def _publish_diagnostics(self) -> None:
@@ -388,6 +368,7 @@ class SegmentNode(Node):
                 self._process(sweep)
             except Exception as exc:  # bad input must never stop the node
                 if self._stop.is_set() or not self.context.ok():
+                    self.stats.record_drop('shutdown')  # failed because the node is stopping
                     return
                 first = not self._report.logged('internal_error')
                 detail = traceback.format_exc() if first else f'{type(exc).__name__}: {exc}'
@@ -416,13 +397,18 @@ class SegmentNode(Node):
         marks.append((time.perf_counter(), time.thread_time()))
         with self._publish_lock:
             if self._closed:
+                self.stats.record_drop('shutdown')
                 return
             self._cloud_pub.publish(out)
         marks.append((time.perf_counter(), time.thread_time()))
         stages = stage_times([t for t, _ in marks], result.timings)
         cpu = stage_times([c for _, c in marks], result.cpu_timings)
         if sweep.cameras:
-            self._camera_labels(sweep, xyz, result.labels)
+            try:
+                self._camera_labels(sweep, xyz, result.labels)
+            except Exception as exc:  # the cloud is out (an output): a failed image is an event
+                self._report('camera_labels_failed', f'{type(exc).__name__}: {exc}',
+                             drop=False, error=True)
             stages['camera'] = (time.perf_counter() - marks[-1][0]) * 1e3
             cpu['camera'] = (time.thread_time() - marks[-1][1]) * 1e3
         published = marks[-1][0]
@@ -450,10 +436,7 @@ class SegmentNode(Node):
             if self._worker.is_alive():
                 self.get_logger().warning(f'inference still running after {timeout:g} s: '
                                           'not waiting for it')
-        if self._mailbox.take(timeout=0.0) is not None:
-            self.stats.record_drop('shutdown')  # the sweep that waited behind the last one
-        if getattr(self, 'stats', None) is None:
-            return
+        self._intake.close()  # what still waits (synchronizer, mailbox): drops 'shutdown'
         snapshot = self.stats_snapshot()
         latency = snapshot['latency_ms']
         self.get_logger().info(

@@ -9,7 +9,7 @@ values without ROS, :func:`runtime_updates` checks a ``ros2 param set`` request.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,9 +19,11 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import ReliabilityPolicy
 
+from cns_ros.ros.sync import SyncConfig
+
 __all__ = ['CHOICES', 'PARAMETERS', 'RELIABILITY', 'RUNTIME_PARAMETERS',
            'VOCABULARY_DESCRIPTION', 'ParameterSpec', 'declare_parameters', 'declare_vocabulary',
-           'read_parameters', 'runtime_updates', 'validate_parameters']
+           'read_parameters', 'runtime_updates', 'sync_config', 'validate_parameters']
 
 RELIABILITY = {'best_effort': ReliabilityPolicy.BEST_EFFORT,
                'reliable': ReliabilityPolicy.RELIABLE}
@@ -125,6 +127,17 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec('jump_threshold', 1.0, 'a stamp this much older than the newest is a time '
                   'jump (a looping bag): sync and odometry reset (s)',
                   float_range=(1e-3, 1e6)),
+    ParameterSpec('camera_offsets', Parameter.Type.DOUBLE_ARRAY, 'expected camera stamp minus '
+                  'LiDAR stamp of each camera, in the order of cameras (s): the synchronizer '
+                  'pairs the frame nearest to sweep stamp + offset (e.g. 0.04 for a camera '
+                  'stamped at the end of its exposure, 40 ms after the sweep); unset: 0 each'),
+    ParameterSpec('camera_buffer_size', 8, 'frames kept per camera for pairing (the oldest is '
+                  'evicted beyond it)', int_range=(1, 10_000)),
+    ParameterSpec('max_pending', 8, 'sweeps waiting for camera frames at once; one more '
+                  'releases the oldest with the frames it has', int_range=(1, 10_000)),
+    ParameterSpec('min_frame_interval', 0.0, "lower bound on one camera's stamp spacing (s), "
+                  'e.g. 0.06 for 12 Hz cameras: a sweep goes on as soon as no later frame can '
+                  'be nearer its target; 0 disables', float_range=(0.0, 10.0)),
     ParameterSpec('clip_checkpoint', '', "local checkpoint of the bundle's CLIP model: lets "
                   'the vocabulary parameter take new class names; empty: cached names only'),
     ParameterSpec('temperature', 1.0, 'softmax temperature of the confidence; 1 = the '
@@ -171,11 +184,12 @@ def read_parameters(node: Node) -> dict[str, Any]:
 
 def validate_parameters(params: dict[str, Any]) -> dict[str, Any]:
     """Check parameter values (name -> value); returns them with ``cameras`` cleaned up
-    (names stripped, blanks dropped).
+    (names stripped, blanks dropped) and ``camera_offsets`` as floats.
 
     Raises:
         ValueError: No model, a value not among its :data:`CHOICES`, duplicate cameras, a bad
-            ``image_size``, a topic template without ``{camera}``.
+            ``image_size``, ``camera_offsets`` not one finite value per camera, a topic
+            template without ``{camera}``.
     """
     if not params['model']:
         raise ValueError("parameter 'model' is required: -p model:=/path/to/bundle")
@@ -189,12 +203,31 @@ def validate_parameters(params: dict[str, Any]) -> dict[str, Any]:
     size = list(params['image_size'])
     if size and (len(size) != 2 or min(size) < 1):
         raise ValueError(f"parameter 'image_size' must be [height, width] > 0, got {size}")
+    offsets = [float(v) for v in params['camera_offsets']]
+    if offsets and len(offsets) != len(params['cameras']):
+        raise ValueError(f"parameter 'camera_offsets' needs one value per camera "
+                         f"({len(params['cameras'])}: {params['cameras']}), got {offsets}")
+    if not all(math.isfinite(v) for v in offsets):
+        raise ValueError(f"parameter 'camera_offsets' must be finite, got {offsets}")
+    params['camera_offsets'] = offsets
     for name in ('image_topic', 'camera_info_topic'):
         template = params[name]
         if template and '{camera}' not in template and params['cameras']:
             raise ValueError(f"parameter '{name}' must contain '{{camera}}', got "
                              f'{template!r}')
     return params
+
+
+def sync_config(params: Mapping[str, Any], cameras: Sequence[str]) -> SyncConfig:
+    """The synchronizer settings of checked parameters (:func:`validate_parameters`) for the
+    ``cameras`` that are subscribed."""
+    offsets = dict(zip(params['cameras'], params['camera_offsets'], strict=False))
+    return SyncConfig(cameras=tuple(cameras), max_time_diff=params['max_time_diff'],
+                      max_wait=params['max_wait'], jump_threshold=params['jump_threshold'],
+                      offsets={c: offsets[c] for c in cameras if c in offsets},
+                      camera_buffer_size=params['camera_buffer_size'],
+                      max_pending=params['max_pending'],
+                      min_frame_interval=params['min_frame_interval'])
 
 
 def declare_vocabulary(node: Node, default: Sequence[str]) -> list[str]:
