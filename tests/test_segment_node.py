@@ -324,17 +324,21 @@ def test_sweeps_in_labeled_clouds_out_and_runtime_vocabulary(spawn, probe, bundl
     assert {'stage_p50_ms.network', 'stage_p50_ms.overhead'} <= set(diagnostics)
 
     # A valid vocabulary change: next cloud and /cns/class_names follow it.
+    columns = make_sweep(250, seed=10)
+
+    def labeled(stamp_ns: int) -> np.ndarray:
+        count = len(sub.clouds)
+        sub.publish_columns(columns, stamp_ns)
+        assert sub.spin_until(lambda: len(sub.clouds) > count, 20.0, proc)
+        return check_cloud(sub.clouds[-1], columns, stamp_ns, sub.names[-1])
+
     names_before = len(sub.names)
-    results = sub.set_parameters(vocabulary=['car'])
+    results = sub.set_parameters(vocabulary=['car', 'pedestrian'])
     assert results[0].successful, results[0].reason
     assert sub.spin_until(lambda: len(sub.names) > names_before, 10.0, proc)
-    assert sub.names[-1] == [{'id': 0, 'name': 'car', 'color': [255, 158, 0]}]
-    count = len(sub.clouds)
-    columns = make_sweep(250, seed=10)
-    sub.publish_columns(columns, T0 + 10**9)
-    assert sub.spin_until(lambda: len(sub.clouds) > count, 20.0, proc)
-    points = check_cloud(sub.clouds[-1], columns, T0 + 10**9, sub.names[-1])
-    assert (points['label'] == 0).all() and np.allclose(points['confidence'], 1.0)
+    assert sub.names[-1] == [{'id': 0, 'name': 'car', 'color': [255, 158, 0]},
+                             {'id': 1, 'name': 'pedestrian', 'color': [0, 0, 230]}]
+    first = labeled(T0 + 10**9)
 
     # Invalid vocabularies are refused with the reason; the old one stays.
     names_before = len(sub.names)
@@ -344,18 +348,19 @@ def test_sweeps_in_labeled_clouds_out_and_runtime_vocabulary(spawn, probe, bundl
         assert not result.successful and reason in result.reason, result.reason
     result = sub.set_parameters(device='cuda')[0]
     assert not result.successful and 'read-only' in result.reason.lower(), result.reason
-    assert sub.get_parameter('vocabulary') == ['car']
+    assert sub.get_parameter('vocabulary') == ['car', 'pedestrian']
     sub.spin_until(lambda: False, 0.5)
     assert len(sub.names) == names_before
-    count = len(sub.clouds)
-    sub.publish_columns(columns, T0 + 2 * 10**9)
-    assert sub.spin_until(lambda: len(sub.clouds) > count, 20.0, proc)
-    assert (decoded(sub.clouds[-1])['label'] == 0).all()
+    np.testing.assert_array_equal(labeled(T0 + 2 * 10**9)['label'], first['label'])
 
-    # Back to two known classes, with the bundle's synonyms kept.
+    # The same two classes swapped: every label swaps, confidences stay (the bundle's
+    # synonyms and cached embeddings are kept; only the order changed).
     assert sub.set_parameters(vocabulary=['pedestrian', 'car'])[0].successful
     assert sub.spin_until(lambda: [e['name'] for e in sub.names[-1]] == ['pedestrian', 'car'],
                           10.0, proc)
+    swapped = labeled(T0 + 3 * 10**9)
+    np.testing.assert_array_equal(swapped['label'], 1 - first['label'])
+    np.testing.assert_allclose(swapped['confidence'], first['confidence'], rtol=1e-5)
 
     # SIGTERM (what launch sends after SIGINT) ends it cleanly, statistics written.
     proc.send_signal(signal.SIGTERM)
@@ -363,7 +368,7 @@ def test_sweeps_in_labeled_clouds_out_and_runtime_vocabulary(spawn, probe, bundl
     assert code == 0, log
     assert 'Traceback' not in log and 'ERROR' not in log, log
     summary = json.loads(stats.read_text())
-    assert summary['outputs'] == len(sub.clouds) and summary['inputs'] == 8
+    assert summary['outputs'] == len(sub.clouds) and summary['inputs'] == 9
     assert len(summary['latency_samples_ms']) == len(sub.clouds)
 
 
@@ -477,6 +482,45 @@ def test_bad_inputs_are_counted_and_the_node_survives(spawn, probe, bundles, tmp
     assert 'Traceback' not in log and 'internal_error' not in log, log
     for reason in ('malformed', 'missing_xyz', 'too_large', 'no_camera_info', 'time_jump'):
         assert f'[{reason}]' in log, f'{reason} not logged:\n{log}'
+
+
+def test_every_sweep_is_accounted_with_cameras_bursts_and_a_time_jump(spawn, probe, bundles,
+                                                                       tmp_path):
+    """inputs == outputs + sum(drops) in the stats file after a burst faster than the worker
+    and a jump back in time, with a camera stamped 40 ms after each sweep (camera_offsets)."""
+    calibration, stats = tmp_path / 'calibration.yaml', tmp_path / 'stats.json'
+    calibration.write_text(CALIBRATION)
+    proc = spawn(model=bundles['tiny'], input_reliability='reliable', cameras='[cam_front]',
+                 camera_labels='projected', calibration=calibration, camera_offsets='[0.04]',
+                 max_pending=4, stats_file=stats)
+    sub = probe(reliable=True, cameras=('cam_front',))
+    sub.wait_ready(proc)
+    image = _jpeg()
+
+    def send(stamp_ns: int, points: int = 300) -> None:
+        sub.publish_columns(make_sweep(points, seed=stamp_ns % 97), stamp_ns)
+        sub.publish_image('cam_front', stamp_ns + 40_000_000, image)  # end of exposure
+
+    for k in range(3):  # paced: each sweep pairs with its frame 40 ms later
+        send(T0 + k * 100_000_000)
+        assert sub.spin_until(lambda k=k: len(sub.clouds) > k, 20.0, proc), proc.log.read_text()
+    diagnostics = sub.latest_diagnostics(proc, ['sync.released_complete'])
+    assert diagnostics['sync.released_complete'] == '3', diagnostics
+    assert 'sync.missing.cam_front' not in diagnostics, diagnostics  # 40 ms > max_time_diff
+    for k in range(3, 23):  # a burst: 20 sweeps of 20k points back to back
+        send(T0 + k * 100_000_000, points=20_000)
+    send(T0 - 30 * 10**9)  # a looping bag: 32 s back
+    sub.spin_until(lambda: False, 3.0)
+    proc.send_signal(signal.SIGTERM)
+    code, log = wait_exit(proc)
+    assert code == 0 and 'Traceback' not in log, log
+    summary = json.loads(stats.read_text())
+    drops = summary['drops']
+    assert summary['inputs'] == summary['outputs'] + sum(drops.values()), summary
+    assert 3 + 2 <= summary['inputs'] <= 24  # DDS may drop from a full reliable history
+    assert summary['outputs'] == len(sub.clouds) and drops.get('busy', 0) > 0, summary
+    assert set(drops) <= {'busy', 'shutdown'}, drops
+    assert summary['events']['time_jump'] == 1 and summary['sync']['time_jump'] == 1
 
 
 def test_network_camera_labels_and_undecodable_images(spawn, probe, bundles):
