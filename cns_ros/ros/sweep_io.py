@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from cns_ros.pointcloud import pack_rgb, read_cloud, read_field, read_xyz
+from cns_ros.pointcloud import pack_rgb, read_cloud, read_field, read_xyz, unpack_rgb
 from cns_ros.segmenter import UNLABELED_COLOR
 
 __all__ = ['LabelColors', 'decode_sweep', 'stage_times']
@@ -25,10 +25,11 @@ def decode_sweep(msg: Any, max_points: int, input_features: Iterable[str],
         msg: The sweep.
         max_points: Larger sweeps are dropped (``too_large``) before decoding.
         input_features: The bundle's input features: the columns read besides intensity
-            (zeros when the cloud lacks them).
+            (zeros, counted as event ``no_<column>``, when the cloud lacks them); ``rgb``
+            comes from the packed float ``rgb`` (or ``rgba``) field as (N, 3) 0..255.
         report: ``report(reason, message, drop=...)`` counts and logs drops and events
             (``too_large``, ``malformed``, ``missing_xyz``, ``bad_fields``, ``converted_xyz``,
-            ``bad_<column>``, ``no_<column>``).
+            ``bad_<column>``, ``no_<column>``, ``no_rgb``, ``bad_rgb``).
     """
     try:
         count = int(msg.width) * int(msg.height)
@@ -57,6 +58,8 @@ def decode_sweep(msg: Any, max_points: int, input_features: Iterable[str],
         report('converted_xyz', f'x/y/z of type {points.dtype.fields["x"][0]} converted to '
                'float32', drop=False)
     columns: dict[str, np.ndarray] = {}
+    if 'rgb' in input_features:
+        columns['rgb'] = _read_rgb(points, len(xyz), report)
     wanted = {'intensity', *input_features} - {'xyz', 'rgb'}
     for name in sorted(wanted):
         value = None
@@ -70,6 +73,25 @@ def decode_sweep(msg: Any, max_points: int, input_features: Iterable[str],
             report(f'no_{name}', f'no {name} field: zeros used', drop=False)
         columns[name] = value if value is not None else np.zeros(len(xyz), np.float32)
     return xyz, columns
+
+
+def _read_rgb(points: np.ndarray, count: int, report: Callable[..., None]) -> np.ndarray:
+    """(N, 3) float32 colours 0..255 from the packed ``rgb`` (or ``rgba``) field of a decoded
+    cloud (float32 or uint32 holding 0x00RRGGBB, as RGB-D drivers and PCL write it); zeros
+    with event ``no_rgb`` / ``bad_rgb`` when it is missing or not one 4-byte value a point."""
+    names = points.dtype.names or ()
+    name = next((n for n in ('rgb', 'rgba') if n in names), None)
+    if name is None:
+        if count:
+            report('no_rgb', f'no rgb field (fields: {list(names)}): zeros used', drop=False)
+        return np.zeros((count, 3), np.float32)
+    kind = points.dtype.fields[name][0]
+    if kind.shape != () or kind.itemsize != 4 or kind.kind not in 'fu':
+        report('bad_rgb', f'{name} field of type {kind} is not a packed 0x00RRGGBB value: '
+               'zeros used', drop=False)
+        return np.zeros((count, 3), np.float32)
+    packed = read_field(points, name).reshape(-1)  # native order; organized: row-major
+    return unpack_rgb(packed.view(np.float32)).astype(np.float32)
 
 
 class LabelColors:
