@@ -29,7 +29,9 @@ logits (reference CNS / CLIP2Scene code: no temperature), so ``temperature = 1``
 gives the model's own class probabilities; a larger value flattens them, a smaller one sharpens
 them. The label never depends on the temperature. A confidence of ``1 / C`` means "no idea".
 
-**Vocabulary at run time** (:meth:`Segmenter.set_vocabulary`): the text embeddings are data,
+**Vocabulary at run time** (:meth:`Segmenter.set_vocabulary`, or :meth:`Segmenter.plan_vocabulary`
+to check a request at once and :meth:`Segmenter.apply_vocabulary` to encode and apply it in
+another thread): the text embeddings are data,
 so the class list can change without touching a weight. Embeddings of names the bundle knows
 come from its cache; new names, or known names with different synonyms, are encoded by the
 bundle's CLIP text encoder from a local checkpoint (``clip_checkpoint``); see
@@ -74,6 +76,7 @@ from cns_ros.segmenter_ops import (
 from cns_ros.text_vocabulary import (
     TextEmbeddingCache,
     TextEncoder,
+    VocabularyPlan,
     VocabularyUpdateError,
     parse_vocabulary_entries,
 )
@@ -81,7 +84,8 @@ from cns_ros.vocabulary import Vocabulary
 
 __all__ = ['DEFAULT_IMAGE_SIZE', 'IMAGENET_MEAN', 'IMAGENET_STD', 'UNLABELED',
            'UNLABELED_COLOR', 'UNLABELED_MONO8', 'SegmentResult', 'Segmenter', 'SegmenterError',
-           'VocabularyUpdateError', 'parse_vocabulary_entries', 'resolve_device', 'voxelize_one']
+           'VocabularyPlan', 'VocabularyUpdateError', 'parse_vocabulary_entries',
+           'resolve_device', 'voxelize_one']
 
 #: Label of unlabeled pixels in mono8 camera label images (and of class ids >= 255).
 UNLABELED_MONO8 = 255
@@ -196,7 +200,7 @@ class Segmenter:
         self.max_range = float(max_range) if max_range else None
         size = image_size or bundle.metadata.get('image_size') or DEFAULT_IMAGE_SIZE
         self.image_size = (int(size[0]), int(size[1]))
-        self._lock = threading.Lock()  # serializes set_vocabulary / encoder loading
+        self._lock = threading.Lock()  # serializes vocabulary state changes
         self._cache = TextEmbeddingCache(bundle, self.device, clip_checkpoint, text_encoder)
         self._state = self._make_state(bundle.vocabulary, np.asarray(bundle.text_embeddings),
                                        version=0)
@@ -263,8 +267,7 @@ class Segmenter:
         Raises:
             SegmenterError: No checkpoint, the bundle names no CLIP model, or loading failed.
         """
-        with self._lock:
-            self._cache.encoder()
+        self._cache.encoder()  # under the cache's encoder lock
 
     def set_vocabulary(self, names: Sequence[str],
                        synonyms: Mapping[str, Sequence[str]] | None = None) -> None:
@@ -281,9 +284,37 @@ class Segmenter:
                 names that need the text encoder when there is none (or it failed). The
                 current vocabulary stays.
         """
+        self.apply_vocabulary(self.plan_vocabulary(names, synonyms))
+
+    def plan_vocabulary(self, names: Sequence[str],
+                        synonyms: Mapping[str, Sequence[str]] | None = None) -> VocabularyPlan:
+        """Check a vocabulary request without encoding anything (milliseconds): the arguments
+        and errors of :meth:`set_vocabulary`, except a failing encoder. ``plan.missing`` names
+        the classes :meth:`apply_vocabulary` will encode.
+
+        Takes no lock, so it answers while another thread encodes: it reads the bundle and
+        single cache entries (the encoder only ever adds entries)."""
+        return self._cache.plan(names, synonyms)
+
+    def apply_vocabulary(self, plan: VocabularyPlan) -> None:
+        """Make a :meth:`plan_vocabulary` result current, running the text encoder for its
+        missing classes first (slow; :meth:`segment` goes on with the old vocabulary meanwhile).
+
+        Raises:
+            VocabularyUpdateError: The encoder failed; the current vocabulary stays.
+        """
+        embeddings = self._cache.complete(plan)  # no state lock while the encoder runs
         with self._lock:
-            vocabulary, embeddings = self._cache.vocabulary_for(names, synonyms)
-            self._state = self._make_state(vocabulary, embeddings, self._state.version + 1)
+            self._state = self._make_state(plan.vocabulary, embeddings, self._state.version + 1)
+
+    def encode_vocabulary(self, plan: VocabularyPlan) -> None:
+        """Run the text encoder for a plan's missing classes and cache the result, without
+        changing the vocabulary (slow; a later :meth:`apply_vocabulary` of it is fast).
+
+        Raises:
+            VocabularyUpdateError: The encoder failed.
+        """
+        self._cache.complete(plan)
 
     # --- inference ----------------------------------------------------------------------------
 

@@ -7,19 +7,26 @@ bundle knows come from its cache (``text_embeddings.safetensors``: each row alre
 the class's synonyms over the prompt templates); new names, or known names with different
 synonyms, are encoded by the CLIP text encoder named by the bundle (``clip_model``) from a local
 checkpoint (``clip_checkpoint``) with the bundle's prompt templates, and cached. Invalid
-requests raise :class:`VocabularyUpdateError`. Class colors come from the bundle's vocabulary
-for known names, from :func:`cns_ros.vocabulary.palette` for new ones.
+requests raise :class:`VocabularyUpdateError`. A request is checked (and its cached rows found)
+by :meth:`TextEmbeddingCache.plan`, which is fast, and completed by
+:meth:`TextEmbeddingCache.complete`, which runs the encoder when names are new, so a caller
+can refuse an invalid list at once and encode elsewhere. Class colors come from the bundle's
+vocabulary for known names, from :func:`cns_ros.vocabulary.palette` for new ones.
 
 :func:`parse_vocabulary_entries` reads the node's ``vocabulary`` parameter (``'name'`` or
 ``'name:syn1|syn2'`` entries).
 
-Not thread-safe: :class:`cns_ros.segmenter.Segmenter` serializes its calls. Imports torch and
+Threads: :meth:`TextEmbeddingCache.plan` may run while another thread is in
+:meth:`TextEmbeddingCache.complete`: the encoder (and its loading) is used under a lock, and the
+cache only ever gains entries. Imports torch and
 CLIP when a text encoder is loaded (importing this module is cheap).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,7 +34,7 @@ import numpy as np
 from cns_ros.segmenter_ops import UNLABELED, SegmenterError
 from cns_ros.vocabulary import Vocabulary, VocabularyClass, VocabularyError
 
-__all__ = ['TextEmbeddingCache', 'TextEncoder', 'VocabularyUpdateError',
+__all__ = ['TextEmbeddingCache', 'TextEncoder', 'VocabularyPlan', 'VocabularyUpdateError',
            'parse_vocabulary_entries']
 
 #: A text encoder: per class its prompt names (name, synonyms...) -> (k, D) float32 unit rows.
@@ -83,6 +90,24 @@ def parse_vocabulary_entries(entries: Sequence[str]) -> tuple[list[str], dict[st
     return names, synonyms
 
 
+@dataclass(frozen=True)
+class VocabularyPlan:
+    """A checked vocabulary request (:meth:`TextEmbeddingCache.plan`).
+
+    Attributes:
+        vocabulary: The classes, in label-id order.
+        rows: Per class its cached (D,) float32 embedding, or None where it must be encoded.
+    """
+
+    vocabulary: Vocabulary
+    rows: tuple[np.ndarray | None, ...]
+
+    @property
+    def missing(self) -> list[int]:
+        """Indices of the classes that need the text encoder."""
+        return [i for i, row in enumerate(self.rows) if row is None]
+
+
 class TextEmbeddingCache:
     """Text embeddings by class name / prompt names, seeded with a bundle's own.
 
@@ -101,6 +126,7 @@ class TextEmbeddingCache:
         self._device = device
         self._clip_checkpoint = clip_checkpoint or None
         self._text_encoder = text_encoder
+        self._encoder_lock = threading.RLock()  # one encoder call (or load) at a time
         #: Embeddings (D,) float32 by lookup key: ('name', term) and ('prompts', terms).
         self.rows: dict[tuple[str, Any], np.ndarray] = {}
         vocab = bundle.vocabulary
@@ -120,8 +146,10 @@ class TextEmbeddingCache:
         Raises:
             SegmenterError: No checkpoint, the bundle names no CLIP model, or loading failed.
         """
-        if self._text_encoder is not None:
-            return self._text_encoder
+        with self._encoder_lock:
+            return self._text_encoder or self._load_encoder()
+
+    def _load_encoder(self) -> TextEncoder:
         clip_model = self.bundle.clip_model
         if self._clip_checkpoint is None or clip_model is None:
             raise SegmenterError('no text encoder: ' + (
@@ -159,8 +187,50 @@ class TextEmbeddingCache:
             VocabularyUpdateError: Empty list, a blank or duplicate name, too many classes,
                 names that need the text encoder when there is none (or it failed).
         """
+        plan = self.plan(names, synonyms)
+        return plan.vocabulary, self.complete(plan)
+
+    def plan(self, names: Sequence[str], synonyms: Mapping[str, Sequence[str]] | None = None
+             ) -> VocabularyPlan:
+        """Check a request and find its cached embeddings, without encoding (fast).
+
+        Raises:
+            VocabularyUpdateError: Every error :meth:`vocabulary_for` raises except a failure
+                of the encoder itself (then :meth:`complete` raises).
+        """
         vocabulary = self._build_vocabulary(names, dict(synonyms or {}))
-        return vocabulary, self._embeddings_for(vocabulary, set(synonyms or {}))
+        explicit = set(synonyms or {})
+        rows: list[np.ndarray | None] = []
+        for i, cls in enumerate(vocabulary.classes):
+            row = None if cls.name in explicit else self.rows.get(('name', _term(cls.name)))
+            rows.append(row if row is not None
+                        else self.rows.get(_prompt_key(vocabulary.prompt_names(i))))
+        plan = VocabularyPlan(vocabulary, tuple(rows))
+        if plan.missing and not self.can_encode_text:
+            described = ', '.join(repr(vocabulary.names[i]) for i in plan.missing)
+            raise VocabularyUpdateError(
+                f'no text embedding for {described} (the bundle knows '
+                f'{", ".join(self.bundle.vocabulary.names)}; names with new synonyms need '
+                f'the text encoder): {self._no_encoder_reason()}')
+        return plan
+
+    def complete(self, plan: VocabularyPlan) -> np.ndarray:
+        """The (C, D) float32 embeddings of a :meth:`plan`, encoding (and caching) the missing
+        rows: slow (the CLIP text encoder) when ``plan.missing``.
+
+        Raises:
+            VocabularyUpdateError: The encoder failed or returned unusable embeddings.
+        """
+        rows = list(plan.rows)
+        for i in plan.missing:  # encoded since the plan was made?
+            rows[i] = self.rows.get(_prompt_key(plan.vocabulary.prompt_names(i)))
+        missing = [i for i, row in enumerate(rows) if row is None]
+        if missing:
+            prompts = [plan.vocabulary.prompt_names(i) for i in missing]
+            for i, key_names, row in zip(missing, prompts, self._encode(prompts), strict=True):
+                self.rows[_prompt_key(key_names)] = row
+                rows[i] = row
+        return np.stack(rows).astype(np.float32)
 
     def _build_vocabulary(self, names: Sequence[str],
                           synonyms: dict[str, Sequence[str]]) -> Vocabulary:
@@ -188,40 +258,18 @@ class TextEmbeddingCache:
             message = str(exc).split(': ', 2)[-1]
             raise VocabularyUpdateError(f'invalid vocabulary: {message}') from None
 
-    def _embeddings_for(self, vocabulary: Vocabulary, explicit: set[str]) -> np.ndarray:
-        rows: list[np.ndarray | None] = []
-        for i, cls in enumerate(vocabulary.classes):
-            row = None
-            if cls.name not in explicit:
-                row = self.rows.get(('name', _term(cls.name)))
-            if row is None:
-                row = self.rows.get(_prompt_key(vocabulary.prompt_names(i)))
-            rows.append(row)
-        missing = [i for i, row in enumerate(rows) if row is None]
-        if missing:
-            prompts = [vocabulary.prompt_names(i) for i in missing]
-            described = ', '.join(repr(vocabulary.names[i]) for i in missing)
-            for i, key_names, row in zip(missing, prompts, self._encode(prompts, described),
-                                         strict=True):
-                self.rows[_prompt_key(key_names)] = row
-                rows[i] = row
-        return np.stack(rows).astype(np.float32)
+    def _no_encoder_reason(self) -> str:
+        if self.bundle.clip_model is None:
+            return ("the bundle's text embeddings are not from CLIP (text.clip_model is null), "
+                    'so only its own classes can be used')
+        return (f'set the clip_checkpoint parameter to a local checkpoint of '
+                f'{self.bundle.clip_model} to encode new names')
 
-    def _encode(self, prompts: list[tuple[str, ...]], described: str) -> np.ndarray:
-        """(k, D) embeddings of k classes (their prompt names; ``described``: their names, for
-        messages) through the text encoder."""
-        if not self.can_encode_text:
-            reason = ("the bundle's text embeddings are not from CLIP (text.clip_model is "
-                      'null), so only its own classes can be used'
-                      if self.bundle.clip_model is None else
-                      'set the clip_checkpoint parameter to a local checkpoint of '
-                      f'{self.bundle.clip_model} to encode new names')
-            raise VocabularyUpdateError(
-                f'no text embedding for {described} (the bundle knows '
-                f'{", ".join(self.bundle.vocabulary.names)}; names with new synonyms need '
-                f'the text encoder): {reason}')
+    def _encode(self, prompts: list[tuple[str, ...]]) -> np.ndarray:
+        """(k, D) embeddings of k classes (their prompt names) through the text encoder."""
         try:
-            encoded = np.asarray(self.encoder()(prompts), dtype=np.float32)
+            with self._encoder_lock:
+                encoded = np.asarray(self.encoder()(prompts), dtype=np.float32)
         except SegmenterError as exc:
             raise VocabularyUpdateError(str(exc)) from None
         if encoded.shape != (len(prompts), self.bundle.embedding_dim) or \

@@ -634,3 +634,53 @@ def test_latest_mailbox_keeps_only_the_newest():
     box.close()
     start = time.monotonic()
     assert box.take(timeout=5.0) is None and time.monotonic() - start < 1.0
+
+
+def test_a_slow_text_encoder_never_stalls_the_node(probe, bundles):
+    """In this process (so a stand-in encoder can be given to the node's segmenter): while the
+    encoder of new names is blocked, the vocabulary request is answered, sweeps are labeled and
+    diagnostics published; the new vocabulary comes out when the encoder finishes."""
+    import threading
+
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.parameter import Parameter
+    from rclpy.signals import SignalHandlerOptions
+    from test_vocabulary_updates import GatedEncoder
+
+    from cns_ros.ros.segment_node import SegmentNode
+
+    context = rclpy.Context()
+    rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
+    params = {'model': str(bundles['tiny']), 'num_threads': 1, 'warm_up_points': 300,
+              'warm_up_passes': 1, 'diagnostics_period': 0.2, 'input_reliability': 'reliable'}
+    node = SegmentNode(context=context, parameter_overrides=[
+        Parameter(k, value=v) for k, v in params.items()])
+    encoder = GatedEncoder()
+    node.segmenter._cache._text_encoder = encoder  # stands in for a CLIP checkpoint
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    threading.Thread(target=executor.spin, daemon=True).start()
+    try:
+        sub = probe(reliable=True)
+        assert sub.spin_until(lambda: sub.lidar.get_subscription_count() > 0 and sub.names
+                              and sub.set_client.service_is_ready(), READY_TIMEOUT_S)
+        result = sub.set_parameters(vocabulary=['car', 'excavator'])[0]
+        assert result.successful and not encoder.release.is_set()  # answered while blocked
+        assert encoder.started.wait(10.0)
+        diagnostics = len(sub.diagnostics)
+        for k in range(3):
+            sub.publish_columns(make_sweep(200, seed=k), T0 + k * 10**8)
+            assert sub.spin_until(lambda k=k: len(sub.clouds) > k, 20.0)
+        assert sub.spin_until(lambda: len(sub.diagnostics) > diagnostics, 5.0)
+        assert not encoder.release.is_set() and len(sub.names[-1]) == 16
+        encoder.release.set()
+        assert sub.spin_until(lambda: [e['name'] for e in sub.names[-1]] == ['car', 'excavator'],
+                              20.0)
+        sub.publish_columns(make_sweep(200, seed=9), T0 + 10**9)
+        assert sub.spin_until(lambda: len(sub.clouds) > 3, 20.0)
+        assert (decoded(sub.clouds[-1])['label'] <= 1).all()
+    finally:
+        executor.shutdown(timeout_sec=2.0)
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)

@@ -68,9 +68,13 @@ running, the difference is the sweeps in flight). Events ``bad_camera_info``,
 
 Runtime vocabulary: ``ros2 param set /cns_segmenter vocabulary "[road, car:automobile|van]"``
 (entries ``name`` or ``name:synonym1|synonym2``). Known names take the bundle's cached text
-embeddings, new ones need ``clip_checkpoint``. An invalid list is refused with the reason in
-the SetParametersResult and the old vocabulary stays; an accepted one labels the next sweep
-and is republished on ``/cns/class_names``.
+embeddings, new ones need ``clip_checkpoint``. The parameter callback answers at once: an
+invalid list is refused with the reason in the SetParametersResult and the old vocabulary
+stays; a list of known names labels the next sweep; new names are encoded by the CLIP text
+encoder on a thread of its own (:mod:`cns_ros.ros.vocabulary_updates`) while sweeps go on with
+the old vocabulary. Each change is published on ``/cns/class_names`` when it takes effect. If
+encoding fails after the request was accepted, event ``vocabulary_failed`` is counted and the
+parameter is set back to the vocabulary in use.
 
 Exit codes: 0 after Ctrl-C / SIGTERM / launch shutdown (worker joined, node destroyed,
 ``rclpy.try_shutdown``); 1 with one error line for a missing or corrupt bundle or a bad
@@ -129,6 +133,7 @@ from cns_ros.ros.segment_params import (
 from cns_ros.ros.segment_setup import make_segmenter, warm_up
 from cns_ros.ros.sweep_io import LabelColors, decode_sweep, stage_times
 from cns_ros.ros.sync import SyncPolicyError, header_stamp_ns, make_synchronizer
+from cns_ros.ros.vocabulary_updates import VocabularyUpdater
 from cns_ros.segmenter import VocabularyUpdateError, parse_vocabulary_entries
 from cns_ros.training.bundle import load_bundle
 
@@ -209,6 +214,9 @@ class SegmentNode(Node):
         if entries != default_vocabulary:
             names, synonyms = parse_vocabulary_entries(entries)
             self.segmenter.set_vocabulary(names, synonyms)  # VocabularyUpdateError: ValueError
+        self._vocabulary_entries = entries
+        self._vocabulary = VocabularyUpdater(self.segmenter, self._vocabulary_applied,
+                                             self._vocabulary_failed)
         self._warm_up_ms = warm_up(self.segmenter, self.params['warm_up_passes'],
                                    self.params['warm_up_points'])
         self._colors = LabelColors()
@@ -295,18 +303,35 @@ class SegmentNode(Node):
             return SetParametersResult(successful=False, reason=str(exc))
         if vocabulary is not None:
             try:
-                names, synonyms = parse_vocabulary_entries(vocabulary)
-                self.segmenter.set_vocabulary(names, synonyms)
+                if not self._vocabulary.request(vocabulary):
+                    self.get_logger().info(f'vocabulary {vocabulary}: encoding new names; '
+                                           'the current one labels sweeps until then')
             except VocabularyUpdateError as exc:
                 self.get_logger().warning(f'vocabulary {vocabulary} refused: {exc}')
                 return SetParametersResult(successful=False, reason=str(exc))
-            self.get_logger().info(f'vocabulary set to {list(self.segmenter.vocabulary.names)}'
-                                   f' (version {self.segmenter.vocabulary_version})')
-            self._publish_class_names()
         if 'temperature' in updates:
             self.segmenter.temperature = updates['temperature']
         self.params.update(updates)
         return SetParametersResult(successful=True)
+
+    def _vocabulary_applied(self, entries: list[str]) -> None:
+        self._vocabulary_entries = entries
+        self.get_logger().info(f'vocabulary set to {list(self.segmenter.vocabulary.names)} '
+                               f'(version {self.segmenter.vocabulary_version})')
+        with self._publish_lock:
+            if not self._closed:
+                self._publish_class_names()
+
+    def _vocabulary_failed(self, entries: list[str], reason: str) -> None:
+        """Encoding new names failed (after the request was accepted): the parameter goes back
+        to the vocabulary in use."""
+        self._report('vocabulary_failed', f'vocabulary {entries} not applied: {reason}',
+                     drop=False, error=True)
+        try:
+            self.set_parameters([Parameter('vocabulary', Parameter.Type.STRING_ARRAY,
+                                           self._vocabulary_entries)])
+        except Exception as exc:  # the node may be shutting down
+            self.get_logger().warning(f'could not restore the vocabulary parameter: {exc}')
 
     # --- outputs ------------------------------------------------------------------------------
 
@@ -437,6 +462,7 @@ class SegmentNode(Node):
                 self.get_logger().warning(f'inference still running after {timeout:g} s: '
                                           'not waiting for it')
         self._intake.close()  # what still waits (synchronizer, mailbox): drops 'shutdown'
+        self._vocabulary.close()
         snapshot = self.stats_snapshot()
         latency = snapshot['latency_ms']
         self.get_logger().info(
