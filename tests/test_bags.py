@@ -397,11 +397,11 @@ def test_qos_kind(topic, msgtype, latched, kind):
 def test_lateness_stats():
     stats = bags.LatenessStats()
     assert stats.summary_ms()['count'] == 0
-    for value in [0.001] * 19 + [0.010]:
+    for value in [0.001] * 18 + [-0.002, 0.010]:
         stats.add(value)
     summary = stats.summary_ms()
-    assert summary['count'] == 20
-    assert summary['mean_ms'] == pytest.approx(1.45)
+    assert summary['count'] == 20 and summary['min_ms'] == pytest.approx(-2.0)
+    assert summary['mean_ms'] == pytest.approx(1.30)
     assert summary['p95_ms'] == pytest.approx(1.0)
     assert summary['max_ms'] == pytest.approx(10.0)
 

@@ -512,6 +512,7 @@ class LatenessStats:
         self.count = 0
         self.total = 0.0
         self.max = 0.0
+        self.min = 0.0
         self.recent: deque[float] = deque(maxlen=window)
 
     def add(self, lateness_s: float) -> None:
@@ -519,13 +520,15 @@ class LatenessStats:
         self.count += 1
         self.total += lateness_s
         self.max = lateness_s if self.count == 1 else max(self.max, lateness_s)
+        self.min = lateness_s if self.count == 1 else min(self.min, lateness_s)
         self.recent.append(lateness_s)
 
     def summary_ms(self) -> dict[str, float]:
-        """``count``, ``mean_ms``, ``p95_ms`` and ``max_ms`` (milliseconds)."""
+        """``count``, ``mean_ms``, ``p95_ms``, ``max_ms`` and ``min_ms`` (milliseconds; a
+        negative ``min_ms`` means a message went out before its scheduled time)."""
         if not self.count:
-            return {'count': 0, 'mean_ms': 0.0, 'p95_ms': 0.0, 'max_ms': 0.0}
+            return {'count': 0, 'mean_ms': 0.0, 'p95_ms': 0.0, 'max_ms': 0.0, 'min_ms': 0.0}
         ordered = sorted(self.recent)
         p95 = ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
         return {'count': self.count, 'mean_ms': self.total / self.count * 1e3,
-                'p95_ms': p95 * 1e3, 'max_ms': self.max * 1e3}
+                'p95_ms': p95 * 1e3, 'max_ms': self.max * 1e3, 'min_ms': self.min * 1e3}
