@@ -633,7 +633,7 @@ def test_latest_mailbox_keeps_only_the_newest():
     assert got == ['x']
     box.close()
     start = time.monotonic()
-    assert box.take(timeout=5.0) is None and time.monotonic() - start < 1.0
+    assert box.take(timeout=60.0) is None and time.monotonic() - start < 30.0  # woken early
 
 
 def test_a_slow_text_encoder_never_stalls_the_node(probe, bundles):

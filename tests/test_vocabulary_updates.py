@@ -61,9 +61,7 @@ def wait_for(condition, timeout: float = 30.0) -> bool:
 
 def test_new_names_are_encoded_elsewhere_while_sweeps_are_labeled(bundle):
     segmenter, encoder, updater, applied, failed = make(bundle)
-    start = time.perf_counter()
     assert updater.request(['car', 'excavator']) is False  # queued for the encoder
-    assert time.perf_counter() - start < 0.5
     assert encoder.started.wait(10.0)
     xyz, columns = sweep()
     results = [segmenter.segment(xyz, columns) for _ in range(3)]  # the encoder is blocked
