@@ -391,6 +391,19 @@ def test_missing_required_executable_is_an_error(monkeypatch):
 
 # --- a real start / stop through DDS -------------------------------------------------------------
 
+CALIBRATION = """\
+format_version: 1
+base_frame: base_link
+sensors:
+  lidar_top: {frame_id: lidar_top, parent: base_link, translation: [0, 0, 1.8],
+              rotation: [0, 0, 0, 1]}
+  cam_front: {frame_id: cam_front, parent: base_link, translation: [1.5, 0, 1.5],
+              rotation: [-0.5, 0.5, -0.5, 0.5]}
+  cam_back: {frame_id: cam_back, parent: base_link, translation: [-1.0, 0, 1.5],
+             rotation: [0.5, 0.5, -0.5, -0.5]}
+"""
+
+
 @pytest.mark.ros
 @pytest.mark.timeout(150)
 @pytest.mark.skipif(importlib.util.find_spec('rclpy') is None
@@ -401,8 +414,14 @@ def test_launcher_starts_and_stops_the_real_nodes(tmp_path):
 
     bundle = make_tiny_bundle(tmp_path / 'bundle')
     params = tmp_path / 'segment.yaml'
+    calibration = tmp_path / 'calibration.yaml'
+    calibration.write_text(CALIBRATION)
     params.write_text('cns_segmenter:\n  ros__parameters:\n    num_threads: 1\n'
-                      '    warm_up_passes: 1\n    warm_up_points: 300\n')
+                      '    warm_up_passes: 1\n    warm_up_points: 300\n'
+                      '    cameras: [cam_front, cam_back]\n    camera_labels: projected\n'
+                      f'    calibration: {calibration}\n    camera_offsets: [0.015, 0.04]\n'
+                      '    camera_buffer_size: 5\n    max_pending: 3\n'
+                      '    min_frame_interval: 0.06\n')
     log = tmp_path / 'launch.log'
     cmd = [sys.executable, '-m', 'cns_ros.launcher', f'model:={bundle}',
            f'params_file:={params}']
@@ -415,6 +434,9 @@ def test_launcher_starts_and_stops_the_real_nodes(tmp_path):
             time.sleep(0.2)
         assert proc.poll() is None, log.read_text()
         assert '[segment_node-1]' in log.read_text() and 'ready' in log.read_text()
+        assert ('sync nearest: offsets cam_front +15 ms, cam_back +40 ms, max_time_diff 25 ms, '
+                'max_wait 100 ms, buffer 5, pending 3, min_frame_interval 60 ms'
+                in log.read_text()), log.read_text()  # the params file reached the node
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0, log.read_text()
     finally:

@@ -292,6 +292,13 @@ def stamps_of(clouds) -> list[int]:
 T0 = 1_700_000_000 * 10**9
 
 
+def assert_accounted(summary: dict) -> dict:
+    """Every sweep the node received was published or counted as a drop (its statistics
+    after shutdown: the stats file written at exit, or the in-process snapshot)."""
+    assert summary['inputs'] == summary['outputs'] + sum(summary['drops'].values()), summary
+    return summary
+
+
 def test_sweeps_in_labeled_clouds_out_and_runtime_vocabulary(spawn, probe, bundles, tmp_path):
     stats = tmp_path / 'stats.json'
     proc = spawn(params_file=ROOT / 'config' / 'segment.yaml', model=bundles['tiny'],
@@ -367,7 +374,7 @@ def test_sweeps_in_labeled_clouds_out_and_runtime_vocabulary(spawn, probe, bundl
     code, log = wait_exit(proc)
     assert code == 0, log
     assert 'Traceback' not in log and 'ERROR' not in log, log
-    summary = json.loads(stats.read_text())
+    summary = assert_accounted(json.loads(stats.read_text()))
     assert summary['outputs'] == len(sub.clouds) and summary['inputs'] == 9
     assert len(summary['latency_samples_ms']) == len(sub.clouds)
 
@@ -382,10 +389,11 @@ def _jpeg(width: int = CAMERA_W, height: int = CAMERA_H) -> bytes:
 
 
 def test_bad_inputs_are_counted_and_the_node_survives(spawn, probe, bundles, tmp_path):
-    calibration = tmp_path / 'calibration.yaml'
+    calibration, stats = tmp_path / 'calibration.yaml', tmp_path / 'stats.json'
     calibration.write_text(CALIBRATION)
     proc = spawn(model=bundles['tiny'], input_reliability='reliable', cameras='[cam_front]',
-                 camera_labels='projected', calibration=calibration, max_wait=0.05)
+                 camera_labels='projected', calibration=calibration, max_wait=0.05,
+                 stats_file=stats)
     sub = probe(reliable=True, cameras=('cam_front',))
     sub.wait_ready(proc)
     stamp = T0
@@ -482,6 +490,11 @@ def test_bad_inputs_are_counted_and_the_node_survives(spawn, probe, bundles, tmp
     assert 'Traceback' not in log and 'internal_error' not in log, log
     for reason in ('malformed', 'missing_xyz', 'too_large', 'no_camera_info', 'time_jump'):
         assert f'[{reason}]' in log, f'{reason} not logged:\n{log}'
+    proc.send_signal(signal.SIGTERM)
+    code, log = wait_exit(proc)
+    assert code == 0, log
+    summary = assert_accounted(json.loads(stats.read_text()))
+    assert summary['inputs'] == 12 and summary['outputs'] == len(sub.clouds)
 
 
 def test_every_sweep_is_accounted_with_cameras_bursts_and_a_time_jump(spawn, probe, bundles,
@@ -514,25 +527,25 @@ def test_every_sweep_is_accounted_with_cameras_bursts_and_a_time_jump(spawn, pro
     proc.send_signal(signal.SIGTERM)
     code, log = wait_exit(proc)
     assert code == 0 and 'Traceback' not in log, log
-    summary = json.loads(stats.read_text())
+    summary = assert_accounted(json.loads(stats.read_text()))
     drops = summary['drops']
-    assert summary['inputs'] == summary['outputs'] + sum(drops.values()), summary
     assert 3 + 2 <= summary['inputs'] <= 24  # DDS may drop from a full reliable history
     assert summary['outputs'] == len(sub.clouds) and drops.get('busy', 0) > 0, summary
     assert set(drops) <= {'busy', 'shutdown'}, drops
     assert summary['events']['time_jump'] == 1 and summary['sync']['time_jump'] == 1
 
 
-def test_network_camera_labels_and_undecodable_images(spawn, probe, bundles):
+def test_network_camera_labels_and_undecodable_images(spawn, probe, bundles, tmp_path):
+    stats = tmp_path / 'stats.json'
     proc = spawn(model=bundles['with2d'], cameras='[cam_front]', input_reliability='reliable',
-                 max_wait=0.5)
+                 max_wait=0.5, stats_file=stats)
     sub = probe(reliable=True, cameras=('cam_front',))
     sub.wait_ready(proc)
     # the start-up line can reach the log file after the subscriptions match: poll for it
     deadline = time.monotonic() + 20.0
-    while '(network labels)' not in proc.log.read_text() and time.monotonic() < deadline:
+    while '(network labels;' not in proc.log.read_text() and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert '(network labels)' in proc.log.read_text(), proc.log.read_text()
+    assert '(network labels;' in proc.log.read_text(), proc.log.read_text()
     columns = make_sweep(200, seed=6)
     sub.publish_image('cam_front', T0, _jpeg(120, 68))
     sub.publish_columns(columns, T0)
@@ -553,6 +566,7 @@ def test_network_camera_labels_and_undecodable_images(spawn, probe, bundles):
     code, log = wait_exit(proc)
     assert code == 0 and 'stopped: 2 sweeps in, 2 out' in log, log
     assert 'Traceback' not in log and 'Failed to publish' not in log, log
+    assert assert_accounted(json.loads(stats.read_text()))['drops'] == {}
 
 
 def test_bad_bundle_or_parameter_exits_1_with_one_error_line(spawn, bundles, tmp_path):
@@ -680,6 +694,9 @@ def test_a_slow_text_encoder_never_stalls_the_node(probe, bundles):
         sub.publish_columns(make_sweep(200, seed=9), T0 + 10**9)
         assert sub.spin_until(lambda: len(sub.clouds) > 3, 20.0)
         assert (decoded(sub.clouds[-1])['label'] <= 1).all()
+        node.close()
+        summary = assert_accounted(node.stats_snapshot())
+        assert summary['inputs'] == 4 and summary['outputs'] == len(sub.clouds) == 4
     finally:
         executor.shutdown(timeout_sec=2.0)
         node.destroy_node()

@@ -198,12 +198,21 @@ class SegmentNode(Node):
         except BaseException:
             self.close()
             raise
-        cams = ', '.join(self._cameras) if self._cameras else 'none'
         self.get_logger().info(
             f"ready: {self.segmenter.describe()}; input {self.params['lidar_topic']} "
-            f"({self.params['input_reliability']}); cameras: {cams}"
-            f"{f' ({self._labeler.mode} labels)' if self._cameras else ''}; warm-up "
-            f"{self._warm_up_ms:.0f} ms per sweep")
+            f"({self.params['input_reliability']}); cameras: {self._describe_cameras()}; "
+            f"warm-up {self._warm_up_ms:.0f} ms per sweep")
+
+    def _describe_cameras(self) -> str:
+        if not self._cameras:
+            return 'none'
+        c = self._intake.synchronizer.config
+        offsets = ', '.join(f'{n} {c.offsets.get(n, 0.0) * 1e3:+.0f} ms' for n in c.cameras)
+        return (f"{', '.join(self._cameras)} ({self._labeler.mode} labels; sync "
+                f"{self.params['sync_policy']}: offsets {offsets}, max_time_diff "
+                f'{c.max_time_diff * 1e3:.0f} ms, max_wait {c.max_wait * 1e3:.0f} ms, '
+                f'buffer {c.camera_buffer_size}, pending {c.max_pending}, min_frame_interval '
+                f'{c.min_frame_interval * 1e3:.0f} ms)')
 
     # --- setup --------------------------------------------------------------------------------
 
