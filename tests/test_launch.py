@@ -391,14 +391,7 @@ def test_missing_required_executable_is_an_error(monkeypatch):
 
 # --- a real start / stop through DDS -------------------------------------------------------------
 
-CALIBRATION = """\
-format_version: 1
-base_frame: base_link
-sensors:
-  lidar_top: {frame_id: lidar_top, parent: base_link, translation: [0, 0, 1.8],
-              rotation: [0, 0, 0, 1]}
-  cam_front: {frame_id: cam_front, parent: base_link, translation: [1.5, 0, 1.5],
-              rotation: [-0.5, 0.5, -0.5, 0.5]}
+CAM_BACK = """\
   cam_back: {frame_id: cam_back, parent: base_link, translation: [-1.0, 0, 1.5],
              rotation: [0.5, 0.5, -0.5, -0.5]}
 """
@@ -415,7 +408,9 @@ def test_launcher_starts_and_stops_the_real_nodes(tmp_path):
     bundle = make_tiny_bundle(tmp_path / 'bundle')
     params = tmp_path / 'segment.yaml'
     calibration = tmp_path / 'calibration.yaml'
-    calibration.write_text(CALIBRATION)
+    from test_segment_node import CALIBRATION
+
+    calibration.write_text(CALIBRATION + CAM_BACK)
     params.write_text('cns_segmenter:\n  ros__parameters:\n    num_threads: 1\n'
                       '    warm_up_passes: 1\n    warm_up_points: 300\n'
                       '    cameras: [cam_front, cam_back]\n    camera_labels: projected\n'
