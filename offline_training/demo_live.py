@@ -1,8 +1,7 @@
 """The live step of the demo (``offline_training/demo.py``): replay_node and segment_node
 started as separate processes (``ros2 launch`` or cns_ros/launcher.py), the bag looping until
-every ground-truth keyframe was labeled, while an in-process record_node records
-/cns/labeled_points, /lidar_top, /cns/class_names and /diagnostics into a bag
-(:func:`run_live`).
+every ground-truth keyframe was labeled, while cns_ros.ros.recorder records /cns/labeled_points,
+/lidar_top, /cns/class_names and /diagnostics into a bag in this process (:func:`run_live`).
 """
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from offline_training.demo_common import (
     CLASS_NAMES,
@@ -28,6 +28,9 @@ from offline_training.demo_common import (
     Settings,
     say,
 )
+
+if TYPE_CHECKING:
+    from cns_ros.ros.recorder import InProcessRecorder
 
 __all__ = ['LiveRun', 'bag_keyframes', 'launch_command', 'run_live']
 
@@ -89,6 +92,7 @@ def _tail(path: Path, lines: int = 25) -> str:
 def run_live(paths: Paths, s: Settings, startup_timeout_s: float = 240.0) -> LiveRun:
     """Launch replay + segmenter, record until every keyframe was labeled (or 4 passes)."""
     from cns_ros.launcher import default_params_file
+    from cns_ros.ros.recorder import InProcessRecorder
 
     keyframes, bag_s = bag_keyframes(paths.bag)
     arguments = [f'model:={paths.bundle}', f'bag:={paths.bag}', f'rate:={s.rate}', 'loop:=true']
@@ -102,8 +106,9 @@ def run_live(paths: Paths, s: Settings, startup_timeout_s: float = 240.0) -> Liv
     os.environ.setdefault('ROS_LOCALHOST_ONLY', '1')  # the same for Humble
     say(f'    started through {how}: {" ".join(command)}')
     say(f'    node output: {paths.live_log}')
-    labeled: set[int] = set()
-    with _Recorder(paths.recorded, labeled) as recorder, open(paths.live_log, 'w') as log:
+    labeled = _Labeled()
+    with InProcessRecorder(paths.recorded, [LABELED, CLASS_NAMES, DIAGNOSTICS, LIDAR],
+                           labeled.on_message) as recorder, open(paths.live_log, 'w') as log:
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
         start = time.monotonic()
@@ -114,8 +119,8 @@ def run_live(paths: Paths, s: Settings, startup_timeout_s: float = 240.0) -> Liv
             live.launch_exit = _stop(proc)
             live.wall_s = round(time.monotonic() - start, 1)
             recorder.spin(0.3)
-    live.labeled_keyframes = len(keyframes & labeled)
-    live.labeled_clouds = recorder.labeled_count
+    live.labeled_keyframes = len(keyframes & labeled.stamps)
+    live.labeled_clouds = labeled.count
     say(f'    {live.labeled_clouds} labeled clouds recorded, {live.labeled_keyframes}/'
         f'{live.keyframes} keyframes labeled, launch exited with {live.launch_exit}')
     if live.labeled_clouds == 0:
@@ -124,17 +129,32 @@ def run_live(paths: Paths, s: Settings, startup_timeout_s: float = 240.0) -> Liv
     return live
 
 
-def _record_until_done(recorder: _Recorder, proc: subprocess.Popen, keyframes: set[int],
-                       labeled: set[int], start: float, startup_timeout_s: float,
-                       passes_s: float, paths: Paths) -> None:
+class _Labeled:
+    """The labeled clouds the recorder has seen: their header stamps and how many."""
+
+    def __init__(self) -> None:
+        self.stamps: set[int] = set()
+        self.count = 0
+
+    def on_message(self, topic: str, _received_ns: int, data: bytes) -> None:
+        from cns_ros.ros.record_node import header_stamp_ns
+
+        if topic == LABELED:
+            self.stamps.add(header_stamp_ns(data))
+            self.count += 1
+
+
+def _record_until_done(recorder: InProcessRecorder, proc: subprocess.Popen,
+                       keyframes: set[int], labeled: _Labeled, start: float,
+                       startup_timeout_s: float, passes_s: float, paths: Paths) -> None:
     first_output: float | None = None
-    while not keyframes <= labeled:
+    while not keyframes <= labeled.stamps:
         recorder.spin(0.1)
         now = time.monotonic()
         if proc.poll() is not None:
             raise DemoError(f'the launch exited early (status {proc.returncode}); see '
                             f'{paths.live_log}:\n' + _tail(paths.live_log))
-        if first_output is None and recorder.labeled_count:
+        if first_output is None and labeled.count:
             first_output = now
             say(f'    first labeled cloud after {now - start:.1f} s')
         if first_output is None and now - start > startup_timeout_s:
@@ -142,52 +162,5 @@ def _record_until_done(recorder: _Recorder, proc: subprocess.Popen, keyframes: s
                             f'{paths.live_log}:\n' + _tail(paths.live_log))
         if first_output is not None and now - first_output > passes_s:
             say(f'    stopping after {passes_s:.0f} s of output with '
-                f'{len(keyframes & labeled)}/{len(keyframes)} keyframes labeled')
+                f'{len(keyframes & labeled.stamps)}/{len(keyframes)} keyframes labeled')
             return
-
-
-class _Recorder:
-    """record_node's RecordNode in this process (its own rclpy context), following progress."""
-
-    def __init__(self, out: Path, labeled: set[int]) -> None:
-        self.out, self.labeled, self.labeled_count = out, labeled, 0
-
-    def __enter__(self) -> _Recorder:
-        import rclpy
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.parameter import Parameter
-        from rclpy.signals import SignalHandlerOptions
-
-        from cns_ros.ros.record_node import RecordNode
-
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context, signal_handler_options=SignalHandlerOptions.NO)
-        self.node = RecordNode(
-            on_message=self._on_message, context=self.context, parameter_overrides=[
-                Parameter('out', value=str(self.out)),
-                Parameter('topics', value=[LABELED, CLASS_NAMES, DIAGNOSTICS, LIDAR])])
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        return self
-
-    def _on_message(self, topic: str, _stamp: int, data: bytes) -> None:
-        from cns_ros.ros.record_node import header_stamp_ns
-
-        if topic == LABELED:
-            self.labeled.add(header_stamp_ns(data))
-            self.labeled_count += 1
-
-    def spin(self, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            self.executor.spin_once(timeout_sec=min(0.05, max(end - time.monotonic(), 0)))
-
-    def __exit__(self, *exc: object) -> None:
-        import rclpy
-
-        self.executor.shutdown(timeout_sec=1.0)
-        self.node.destroy_node()
-        if hasattr(rclpy, 'try_shutdown'):  # Iron and later
-            rclpy.try_shutdown(context=self.context)
-        elif self.context.ok():
-            rclpy.shutdown(context=self.context)
