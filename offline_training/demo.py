@@ -13,8 +13,11 @@ Every step runs the project's own entry points, in order:
   6. live      replay_node and segment_node as separate processes, started by
                `ros2 launch cns_ros segment.launch.py` when launch_ros and an installed cns_ros
                exist, else by cns_ros/launcher.py (same arguments, same parameters file); the
-               bag loops until every keyframe has been labeled; /cns/labeled_points (plus
-               /lidar_top, /cns/class_names, /diagnostics) are recorded into a bag
+               bag loops until every keyframe has been labeled and the node's /diagnostics
+               came after that (the node drops sweeps that arrive while it is busy: a
+               keyframe still unlabeled after 20 passes fails the step, never a partial
+               score); /cns/labeled_points (plus /lidar_top, /cns/class_names,
+               /diagnostics) are recorded into a bag
   7. score     live mIoU: the recorded labeled clouds against the bag's /lidar_top/labels_gt
                (lidarseg ground truth of the keyframes), matched by header stamp; latency from
                /diagnostics and from the recorded arrival times; the same bundle scored
@@ -226,10 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--out', type=Path, default=Path('demo_out'),
                         help='output folder (default: %(default)s)')
     parser.add_argument('--fast', action='store_true',
-                        help='reduced sizes (1 s scenes, 4 training steps): the test suite\'s '
-                        'run, a few minutes less, useless scores')
+                        help='reduced sizes (1 s scenes, one training scene, 4 training '
+                        'steps, replay at rate 0.25): the test suite\'s run, about 15-40 s '
+                        'instead of 3-4 min on 2 cores, useless scores')
     parser.add_argument('--steps', type=int, help='training steps (default: 400; --fast: 4)')
-    parser.add_argument('--rate', type=float, help='replay speed factor (default: 1.0)')
+    parser.add_argument('--rate', type=float, help='replay speed factor (default: 1.0; --fast: '
+                        '0.25); lower it when the node drops keyframes as busy')
     parser.add_argument('--duration', type=float, help='seconds per synthetic scene (default: '
                         '8; --fast: 1)')
     parser.add_argument('--voxel-size', type=float, help='voxel edge of the 3D network, m '

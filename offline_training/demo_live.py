@@ -1,8 +1,9 @@
 """The live step of the demo (``offline_training/demo.py``): replay_node and segment_node
 started as separate processes (``ros2 launch`` or cns_ros/launcher.py), the bag looping until
-every ground-truth keyframe was labeled, while an in-process record_node records
-/cns/labeled_points, /lidar_top, /cns/class_names and /diagnostics into a bag
-(:func:`run_live`).
+every ground-truth keyframe was labeled and the node's /diagnostics came after that, while
+cns_ros.ros.recorder records /cns/labeled_points, /lidar_top, /cns/class_names and
+/diagnostics into a bag in this process (:func:`run_live`). No partial result: a keyframe the
+node never labels (it drops a sweep that arrives while it is busy) is a DemoError.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from offline_training.demo_common import (
     CLASS_NAMES,
@@ -29,7 +31,11 @@ from offline_training.demo_common import (
     say,
 )
 
-__all__ = ['LiveRun', 'bag_keyframes', 'launch_command', 'run_live']
+if TYPE_CHECKING:
+    from cns_ros.ros.recorder import InProcessRecorder
+
+__all__ = ['LiveRun', 'Progress', 'bag_keyframes', 'launch_command', 'run_live',
+           'segmenter_diagnostics']
 
 
 def launch_command(arguments: list[str]) -> tuple[list[str], str]:
@@ -86,108 +92,132 @@ def _tail(path: Path, lines: int = 25) -> str:
     return '\n'.join(text[-lines:])
 
 
-def run_live(paths: Paths, s: Settings, startup_timeout_s: float = 240.0) -> LiveRun:
-    """Launch replay + segmenter, record until every keyframe was labeled (or 4 passes)."""
-    from cns_ros.launcher import default_params_file
+def run_live(paths: Paths, s: Settings, startup_timeout_s: float = 240.0,
+             max_passes: int = 20) -> LiveRun:
+    """Launch replay + segmenter and record until every keyframe was labeled and the node's
+    /diagnostics came after that.
+
+    Raises:
+        DemoError: The launch ended early, no labeled cloud within ``startup_timeout_s``, or
+            not every keyframe labeled within ``max_passes`` passes of the bag after the first
+            labeled cloud (the node dropped them as busy every time: replay slower, --rate).
+    """
+    from cns_ros.ros.recorder import InProcessRecorder
 
     keyframes, bag_s = bag_keyframes(paths.bag)
+    command, how = launch_command(_launch_arguments(paths, s))
+    live, progress = LiveRun(how, command, len(keyframes)), Progress(keyframes)
+    _prepare_recording(paths, command, how)
+    limits = (startup_timeout_s, max_passes * bag_s / s.rate + 10.0)
+    with InProcessRecorder(paths.recorded, [LABELED, CLASS_NAMES, DIAGNOSTICS, LIDAR],
+                           progress.on_message) as recorder, open(paths.live_log, 'w') as log:
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        start = time.monotonic()
+        try:
+            _record_until_done(recorder, proc, progress, start, limits, paths)
+        finally:
+            live.launch_exit = _stop(proc)
+            live.wall_s = round(time.monotonic() - start, 1)
+            recorder.spin(0.3)
+    live.labeled_keyframes = len(keyframes & progress.labeled)
+    live.labeled_clouds = progress.labeled_clouds
+    say(f'    {live.labeled_clouds} labeled clouds recorded, {live.labeled_keyframes}/'
+        f'{live.keyframes} keyframes labeled, launch exited with {live.launch_exit}')
+    return live
+
+
+def _launch_arguments(paths: Paths, s: Settings) -> list[str]:
+    """The launch arguments: the bundle, the bag looping at ``s.rate``, the parameters file."""
+    from cns_ros.launcher import default_params_file
+
     arguments = [f'model:={paths.bundle}', f'bag:={paths.bag}', f'rate:={s.rate}', 'loop:=true']
     if Path(default_params_file()).is_file():
         arguments.append(f'params_file:={default_params_file()}')
-    command, how = launch_command(arguments)
-    live = LiveRun(how, command, len(keyframes))
+    return arguments
+
+
+def _prepare_recording(paths: Paths, command: list[str], how: str) -> None:
+    """Remove the previous recording, keep DDS on this host, say what starts."""
     if paths.recorded.exists():
         shutil.rmtree(paths.recorded)
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')  # keep DDS local
     os.environ.setdefault('ROS_LOCALHOST_ONLY', '1')  # the same for Humble
     say(f'    started through {how}: {" ".join(command)}')
     say(f'    node output: {paths.live_log}')
-    labeled: set[int] = set()
-    with _Recorder(paths.recorded, labeled) as recorder, open(paths.live_log, 'w') as log:
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-        start = time.monotonic()
-        try:
-            _record_until_done(recorder, proc, keyframes, labeled, start,
-                               startup_timeout_s, 4 * bag_s / s.rate + 10.0, paths)
-        finally:
-            live.launch_exit = _stop(proc)
-            live.wall_s = round(time.monotonic() - start, 1)
-            recorder.spin(0.3)
-    live.labeled_keyframes = len(keyframes & labeled)
-    live.labeled_clouds = recorder.labeled_count
-    say(f'    {live.labeled_clouds} labeled clouds recorded, {live.labeled_keyframes}/'
-        f'{live.keyframes} keyframes labeled, launch exited with {live.launch_exit}')
-    if live.labeled_clouds == 0:
-        raise DemoError(f'no labeled cloud was recorded; see {paths.live_log}:\n'
-                        + _tail(paths.live_log))
-    return live
 
 
-def _record_until_done(recorder: _Recorder, proc: subprocess.Popen, keyframes: set[int],
-                       labeled: set[int], start: float, startup_timeout_s: float,
-                       passes_s: float, paths: Paths) -> None:
+def segmenter_diagnostics(cdr: bytes) -> dict[str, str]:
+    """The cns_segmenter status values of a serialized DiagnosticArray ({} without one)."""
+    from rosbags.typesys import Stores, get_typestore
+
+    array = get_typestore(Stores.ROS2_HUMBLE).deserialize_cdr(
+        cdr, 'diagnostic_msgs/msg/DiagnosticArray')
+    for status in array.status:
+        if 'cns_segmenter' in status.name:
+            return {kv.key: kv.value for kv in status.values}
+    return {}
+
+
+@dataclass
+class Progress:
+    """What the recorder has seen: the keyframes labeled, and whether the node's /diagnostics
+    (with its latency) arrived after the last of them, so the summary's numbers cover them."""
+
+    keyframes: set[int]
+    labeled: set[int] = field(default_factory=set)
+    labeled_clouds: int = 0
+    diagnosed: bool = False
+
+    @property
+    def all_labeled(self) -> bool:
+        return self.keyframes <= self.labeled
+
+    @property
+    def done(self) -> bool:
+        return self.all_labeled and self.diagnosed
+
+    def on_message(self, topic: str, _received_ns: int, data: bytes) -> None:
+        """The recorder's callback (CDR bytes of every recorded message)."""
+        from cns_ros.ros.record_node import header_stamp_ns
+
+        if topic == LABELED:
+            self.labeled.add(header_stamp_ns(data))
+            self.labeled_clouds += 1
+        elif topic == DIAGNOSTICS and self.all_labeled and not self.diagnosed:
+            self.diagnosed = _positive(segmenter_diagnostics(data).get('latency_p50_ms'))
+
+
+def _positive(text: str | None) -> bool:
+    """A diagnostics value that is a number > 0 (the latency is 'nan' before any output)."""
+    try:
+        return float(text) > 0 if text is not None else False
+    except ValueError:
+        return False
+
+
+def _record_until_done(recorder: InProcessRecorder, proc: subprocess.Popen, progress: Progress,
+                       start: float, limits: tuple[float, float], paths: Paths) -> None:
+    """Spin the recorder until ``progress.done``; a DemoError when the launch ends or a limit
+    (s: until the first labeled cloud, then until done) passes."""
+    startup_s, labeling_s = limits
     first_output: float | None = None
-    while not keyframes <= labeled:
+    while not progress.done:
         recorder.spin(0.1)
         now = time.monotonic()
         if proc.poll() is not None:
             raise DemoError(f'the launch exited early (status {proc.returncode}); see '
                             f'{paths.live_log}:\n' + _tail(paths.live_log))
-        if first_output is None and recorder.labeled_count:
+        if first_output is None and progress.labeled_clouds:
             first_output = now
             say(f'    first labeled cloud after {now - start:.1f} s')
-        if first_output is None and now - start > startup_timeout_s:
-            raise DemoError(f'no labeled cloud within {startup_timeout_s:.0f} s; see '
+        if first_output is None and now - start > startup_s:
+            raise DemoError(f'no labeled cloud within {startup_s:.0f} s; see '
                             f'{paths.live_log}:\n' + _tail(paths.live_log))
-        if first_output is not None and now - first_output > passes_s:
-            say(f'    stopping after {passes_s:.0f} s of output with '
-                f'{len(keyframes & labeled)}/{len(keyframes)} keyframes labeled')
-            return
-
-
-class _Recorder:
-    """record_node's RecordNode in this process (its own rclpy context), following progress."""
-
-    def __init__(self, out: Path, labeled: set[int]) -> None:
-        self.out, self.labeled, self.labeled_count = out, labeled, 0
-
-    def __enter__(self) -> _Recorder:
-        import rclpy
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.parameter import Parameter
-        from rclpy.signals import SignalHandlerOptions
-
-        from cns_ros.ros.record_node import RecordNode
-
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context, signal_handler_options=SignalHandlerOptions.NO)
-        self.node = RecordNode(
-            on_message=self._on_message, context=self.context, parameter_overrides=[
-                Parameter('out', value=str(self.out)),
-                Parameter('topics', value=[LABELED, CLASS_NAMES, DIAGNOSTICS, LIDAR])])
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        return self
-
-    def _on_message(self, topic: str, _stamp: int, data: bytes) -> None:
-        from cns_ros.ros.record_node import header_stamp_ns
-
-        if topic == LABELED:
-            self.labeled.add(header_stamp_ns(data))
-            self.labeled_count += 1
-
-    def spin(self, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            self.executor.spin_once(timeout_sec=min(0.05, max(end - time.monotonic(), 0)))
-
-    def __exit__(self, *exc: object) -> None:
-        import rclpy
-
-        self.executor.shutdown(timeout_sec=1.0)
-        self.node.destroy_node()
-        if hasattr(rclpy, 'try_shutdown'):  # Iron and later
-            rclpy.try_shutdown(context=self.context)
-        elif self.context.ok():
-            rclpy.shutdown(context=self.context)
+        if first_output is not None and now - first_output > labeling_s:
+            raise DemoError(
+                f'{len(progress.keyframes & progress.labeled)}/{len(progress.keyframes)} '
+                f'keyframes labeled (node /diagnostics after them: {progress.diagnosed}) '
+                f'{labeling_s:.0f} s after the first labeled cloud; the node drops sweeps that '
+                f'arrive while it is busy: replay slower (--rate); see {paths.live_log}:\n'
+                + _tail(paths.live_log))

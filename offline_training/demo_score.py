@@ -29,7 +29,7 @@ from offline_training.demo_common import (
     Settings,
     call_tool,
 )
-from offline_training.demo_live import LiveRun
+from offline_training.demo_live import LiveRun, segmenter_diagnostics
 
 __all__ = ['Recording', 'draw_bev', 'node_class_names', 'offline_miou', 'read_ground_truth',
            'read_recording', 'recorded_latency_ms', 'score', 'score_live', 'to_vocabulary_ids']
@@ -68,9 +68,7 @@ def read_recording(path: Path) -> Recording:
                 entries = json.loads(ts.deserialize_cdr(msg.data, msg.msgtype).data)
                 rec.class_names = [e['name'] for e in sorted(entries, key=lambda e: e['id'])]
             elif msg.topic == DIAGNOSTICS:
-                for status in ts.deserialize_cdr(msg.data, msg.msgtype).status:
-                    if 'cns_segmenter' in status.name:
-                        rec.diagnostics = {kv.key: kv.value for kv in status.values}
+                rec.diagnostics = segmenter_diagnostics(msg.data) or rec.diagnostics
     return rec
 
 
@@ -181,9 +179,10 @@ def score(paths: Paths, s: Settings, live: LiveRun) -> dict[str, Any]:
     rec, gt = read_recording(paths.recorded), read_ground_truth(paths.bag)
     names = node_class_names(rec, paths.bundle)
     live_scores, matched = score_live(rec, gt, names)
-    if not matched:
-        raise DemoError(f'no recorded labeled cloud matches a ground-truth keyframe by stamp; '
-                        f'see {paths.live_log}')
+    if len(matched) != len(gt):
+        raise DemoError(f'{len(matched)} of the {len(gt)} ground-truth keyframes have a '
+                        f'recorded labeled cloud with the same stamp and point count; see '
+                        f'{paths.recorded} and {paths.live_log}')
     draw_bev(paths, rec, gt, matched[len(matched) // 2], names, live_scores['miou'])
     teacher = json.loads((paths.cache / 'quality.json').read_text()) \
         if (paths.cache / 'quality.json').is_file() else {}

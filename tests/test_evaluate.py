@@ -21,6 +21,9 @@ from cns_ros.vocabulary import lidarseg16_to_train, nuscenes16
 from offline_training import evaluate
 
 SPLIT = 'mini_val'
+OPTIONS = {'channel_scale': 0.125, 'out_dim': 16, 'input_features': ['intensity', 'ring'],
+           'voxel_size': 0.5}
+CONSTANT = 'driveable_surface'
 
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
@@ -46,20 +49,32 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
         '--teacher', 'simulated', '--sam', 'simulated', '--image-size', '45', '80',
         '--out', str(cache), '--no-progress']) == 0
     torch.manual_seed(3)
-    options = {'channel_scale': 0.125, 'out_dim': 16, 'input_features': ['intensity', 'ring'],
-               'voxel_size': 0.5}
-    net = build_model('minkunet14a', model_config('minkunet14a', **options))
+    net = build_model('minkunet14a', model_config('minkunet14a', **OPTIONS))
     bundle = write_bundle(base / 'bundle', net3d=net, model_name='minkunet14a',
-                          model_options=options, vocabulary=nuscenes16(),
+                          model_options=OPTIONS, vocabulary=nuscenes16(),
                           text_embeddings=torch.eye(16) * 3.0)
     return dataroot, cache, bundle
 
 
-def _run(world: tuple[Path, Path, Path], out: Path, *extra: str) -> dict:
-    dataroot, _, bundle = world
-    assert evaluate.main(['--bundle', str(bundle), '--dataroot', str(dataroot), '--version',
-                          'v1.0-mini', '--split', SPLIT, '--out', str(out), '--threads', '1',
-                          '--no-progress', *extra]) == 0
+@pytest.fixture(scope='module')
+def constant_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bundle whose 3D network predicts CONSTANT at every point: the head's weights are
+    zero and its bias is the unit vector of CONSTANT, the text embeddings the identity."""
+    net = build_model('minkunet14a', model_config('minkunet14a', **OPTIONS))
+    with torch.no_grad():
+        net.head.weight.zero_()
+        net.head.bias.copy_(torch.eye(16)[nuscenes16().index(CONSTANT)])
+    return write_bundle(tmp_path_factory.mktemp('constant') / 'bundle', net3d=net,
+                        model_name='minkunet14a', model_options=OPTIONS,
+                        vocabulary=nuscenes16(), text_embeddings=torch.eye(16))
+
+
+def _run(world: tuple[Path, Path, Path], out: Path, *extra: str,
+         bundle: Path | None = None) -> dict:
+    dataroot, _, default = world
+    assert evaluate.main(['--bundle', str(bundle or default), '--dataroot', str(dataroot),
+                          '--version', 'v1.0-mini', '--split', SPLIT, '--out', str(out),
+                          '--threads', '1', '--no-progress', *extra]) == 0
     return json.loads((out / 'metrics.json').read_text())
 
 
@@ -116,15 +131,55 @@ def test_our_miou_equals_the_official_lidarseg_eval(world, tmp_path):
         assert len(labels) == len(points) and labels.min() >= 1 and labels.max() <= 16
 
 
-def test_json_png_and_teacher_scores_on_the_same_points(world, tmp_path, capsys):
+def _hand_counts(dataroot: Path, cache_root: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(16,) ground-truth points per nuScenes-16 class over the split's keyframes, all and
+    those paired with a pixel in the cache: the devkit's lidarseg files and 32 -> 16 class
+    mapper, the cache's pair_point, nothing of evaluate.py."""
+    from nuscenes.eval.lidarseg.utils import LidarsegClassMapper
+    from nuscenes.nuscenes import NuScenes
+
+    from cns_ros.teachers import cache
+
+    nusc = NuScenes('v1.0-mini', str(dataroot), verbose=False)
+    mapper = LidarsegClassMapper(nusc)
+    every, paired = np.zeros(17, dtype=np.int64), np.zeros(17, dtype=np.int64)
+    for sample in nusc.sample:
+        path = Path(dataroot) / nusc.get('lidarseg', sample['data']['LIDAR_TOP'])['filename']
+        labels = mapper.convert_label(np.fromfile(path, dtype=np.uint8))
+        pair_point = cache.read_keyframe(cache.keyframe_path(cache_root, sample['token'])) \
+            .pair_point
+        mask = np.zeros(len(labels), dtype=bool)
+        mask[pair_point[pair_point < len(labels)]] = True
+        every += np.bincount(labels, minlength=17)
+        paired += np.bincount(labels[mask], minlength=17)
+    return every[1:], paired[1:]  # index 0 of the devkit's 16 classes is 'ignore'
+
+
+def _assert_constant_prediction_scores(scores: dict, support: np.ndarray) -> None:
+    """Every point predicted CONSTANT (k): the confusion is ``support`` in column k; IoU_k =
+    support_k / N (its union is every point), 0 for the other present classes, so mIoU =
+    support_k / N / (number of present classes), and the accuracy is support_k / N."""
+    k = nuscenes16().index(CONSTANT)
+    assert support[k] > 0 and np.count_nonzero(support) >= 4  # a non-trivial expectation
+    expected = np.zeros((16, 17), dtype=np.int64)
+    expected[:, k] = support
+    assert scores['confusion'] == expected.tolist()
+    fraction = support[k] / support.sum()
+    assert scores['miou'] == pytest.approx(fraction / np.count_nonzero(support), abs=1e-12)
+    assert scores['accuracy'] == pytest.approx(fraction, abs=1e-12)
+
+
+def test_json_png_and_teacher_scores_on_the_same_points(world, constant_bundle, tmp_path,
+                                                        capsys):
     cache = world[1]
     out = tmp_path / 'eval'
-    document = _run(world, out, '--cache', str(cache))
-    for key in ('net3d', 'net3d_paired', 'teacher'):
-        assert len(document[key]['classes']) == 16 and 0.0 <= document[key]['miou'] <= 1.0
-        confusion = np.array(document[key]['confusion'])
-        assert confusion.shape == (16, 17) and confusion.sum() == document[key]['points']
-    assert document['net3d_paired']['points'] == document['teacher']['points']
+    document = _run(world, out, '--cache', str(cache), bundle=constant_bundle)
+    every, paired = _hand_counts(world[0], cache)
+    _assert_constant_prediction_scores(document['net3d'], every)
+    _assert_constant_prediction_scores(document['net3d_paired'], paired)
+    teacher = np.array(document['teacher']['confusion'])
+    assert teacher.shape == (16, 17) and teacher.sum(axis=1).tolist() == paired.tolist()
+    assert len(document['teacher']['classes']) == 16
     assert document['net3d_paired']['points'] < document['net3d']['points']
     assert document['dataset']['teacher_keyframes'] == 6
     assert document['net2d_skipped'] == 'the bundle has no 2D network'

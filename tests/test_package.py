@@ -29,6 +29,35 @@ def test_import_is_cheap(module):
         f'import {module} imported heavy modules: {out.stdout.strip()}'
 
 
+ROS_PYTHON = ('rclpy', 'rcl_interfaces', 'builtin_interfaces', 'sensor_msgs', 'std_msgs',
+              'nav_msgs', 'diagnostic_msgs', 'rosgraph_msgs', 'message_filters', 'tf2_ros')
+
+
+def _ros_imports(path: Path) -> list[str]:
+    """'file:line module' of every import (top level or inside a function) of a ROS package."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names = [node.module or '']
+        else:
+            continue
+        found += [f'{path.relative_to(ROOT)}:{node.lineno} {name}' for name in names
+                  if name.split('.')[0] in ROS_PYTHON]
+    return found
+
+
+def test_only_cns_ros_ros_imports_rclpy():
+    """DESIGN.md: everything outside cns_ros/ros/ is ROS-free (the package and the CLIs)."""
+    files = [p for p in sorted((ROOT / 'cns_ros').rglob('*.py'))
+             if 'ros' not in p.relative_to(ROOT / 'cns_ros').parts[:-1]]
+    files += sorted((ROOT / 'offline_training').glob('*.py'))
+    assert len(files) > 20 and ROOT / 'offline_training' / 'demo_live.py' in files
+    assert [hit for path in files for hit in _ros_imports(path)] == []
+    assert _ros_imports(ROOT / 'cns_ros' / 'ros' / 'recorder.py')  # the scan sees imports
+
+
 def test_package_xml_format_3_ros_deps_only():
     root = ET.parse(ROOT / 'package.xml').getroot()
     assert root.tag == 'package' and root.get('format') == '3'

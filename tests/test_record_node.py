@@ -130,3 +130,26 @@ def test_bad_parameters_exit_with_one_error_line(tmp_path):
         log = proc.communicate(timeout=60)[0]
         assert proc.returncode == 1, log
         assert message in log and 'Traceback' not in log, log
+
+
+def test_in_process_recorder_hands_over_what_it_writes(tmp_path, talker):
+    """InProcessRecorder (the demo's recorder): the callback gets exactly the messages of the
+    finalized bag, as CDR bytes; an existing ``out`` is refused when the block starts."""
+    from rosbags.typesys import Stores, get_typestore
+
+    from cns_ros.ros.recorder import InProcessRecorder
+
+    seen: list[tuple[str, bytes]] = []
+    out = tmp_path / 'bag'
+    with InProcessRecorder(out, [TOPIC], lambda topic, _t, data: seen.append((topic, data))) \
+            as recorder:
+        def ten_seen() -> bool:
+            recorder.spin(0.02)
+            return len(seen) >= 10
+        assert talker.publish_until(ten_seen, 60.0)
+    store = get_typestore(Stores.ROS2_HUMBLE)
+    assert {topic for topic, _ in seen} == {TOPIC}
+    assert [store.deserialize_cdr(data, 'std_msgs/msg/String').data
+            for _, data in seen] == recorded(out)
+    with pytest.raises(ValueError, match='exists'), InProcessRecorder(out, [TOPIC]):
+        pass

@@ -4,6 +4,8 @@ The networks are the real architectures at reduced width (MinkUNet14A with chann
 D = 16) and random weights, so the labels mean nothing; what is checked is the plumbing:
 labels equal the argmax of a hand computation through the bundle's own network, confidences
 are the softmax, invalid points are UNLABELED, and vocabulary updates keep their contract.
+Steered bundles (``make_tiny_bundle(steer=...)``) output one hand-set feature everywhere, so
+the labels and confidences of a vocabulary of several classes are known without a network.
 """
 
 from __future__ import annotations
@@ -40,8 +42,15 @@ OPTIONS = {'channel_scale': 0.125, 'out_dim': DIM, 'voxel_size': 0.5,
            'input_features': ['intensity', 'ring']}
 
 
-def make_tiny_bundle(path, *, seed=0, net2d=False, clip_model=None, options=None):
-    """A bundle of a random-weight MinkUNet14A at 1/8 width (and optionally DeepLabV3)."""
+def make_tiny_bundle(path, *, seed=0, net2d=False, clip_model=None, options=None,
+                     steer=None):
+    """A bundle of a random-weight MinkUNet14A at 1/8 width (and optionally DeepLabV3).
+
+    ``steer``: a (16,) feature that both networks output at every point and pixel (their
+    last layer's weights zeroed, its bias set to ``steer``), with the identity as text
+    embeddings (class i of nuScenes-16 is the unit vector e_i). The logit of class name n is
+    then ``steer[nuscenes16().index(n)]``, known without running a network.
+    """
     options = dict(options or OPTIONS)
     torch.manual_seed(seed)
     net = build_model('minkunet14a', model_config('minkunet14a', **options))
@@ -59,11 +68,28 @@ def make_tiny_bundle(path, *, seed=0, net2d=False, clip_model=None, options=None
             extra = {'net2d': build_model('deeplabv3_r50',
                                           model_config('deeplabv3_r50', **options2d)),
                      'image_model': 'deeplabv3_r50', 'image_model_options': options2d}
+    if steer is not None:
+        embeddings = torch.eye(vocabulary.num_classes, DIM)
+        for head in (net.head, *([extra['net2d'].head] if net2d else [])):
+            with torch.no_grad():
+                head.weight.zero_()
+                head.bias.copy_(torch.as_tensor(steer, dtype=torch.float32))
     return write_bundle(path, net3d=net, model_name='minkunet14a', model_options=options,
                         vocabulary=vocabulary, text_embeddings=embeddings,
                         clip_model=clip_model, metadata={
                             'random_weights': True, 'image_size': [32, 64],
                             'note': 'random weights: plumbing tests only'}, **extra)
+
+
+def steer():
+    """The steered bundles' (16,) feature: every class a distinct logit (a wrong embedding row
+    shows), driveable_surface 3, pedestrian 2, car 1, vegetation 0, the others below 0."""
+    names = nuscenes16().names
+    logits = np.array([-0.5 - 0.25 * i for i in range(len(names))], dtype=np.float32)
+    for name, value in (('driveable_surface', 3.0), ('pedestrian', 2.0), ('car', 1.0),
+                        ('vegetation', 0.0)):
+        logits[names.index(name)] = value
+    return logits
 
 
 def sweep(n=600, seed=1, scale=8.0):
@@ -289,11 +315,19 @@ def test_known_names_use_the_bundle_cache(segmenter, bundle_dir):
     assert result.vocabulary_version == 1 and result.vocabulary.names == tuple(names)
     assert_argmax(result.labels,
                   hand_logits(bundle_dir, xyz, columns, bundle.text_embeddings[rows]))
-    # Case and '_' vs ' ' do not matter for the cache; the requested spelling is kept.
-    segmenter.set_vocabulary(['Driveable Surface'])
-    single = segmenter.segment(xyz, columns)
-    assert (single.labels == 0).all() and np.allclose(single.confidence, 1.0)
-    assert segmenter.vocabulary.names == ('Driveable Surface',)
+
+
+def test_cached_names_ignore_case_and_underscores(tmp_path):
+    """Case and '_' vs ' ' do not matter for the cache; the requested spelling is kept. In the
+    steered bundle every point's logits for (vegetation, driveable_surface, car) are (0, 3, 1):
+    label 1 with softmax confidence e^3 / (e^0 + e^3 + e^1), whatever the points."""
+    segmenter = Segmenter(make_tiny_bundle(tmp_path / 'steered', steer=steer()), device='cpu')
+    segmenter.set_vocabulary(['vegetation', 'Driveable Surface', 'CAR'])
+    assert segmenter.vocabulary.names == ('vegetation', 'Driveable Surface', 'CAR')
+    result = segmenter.segment(*sweep(300))
+    assert (result.labels == 1).all()
+    np.testing.assert_allclose(result.confidence, 1.0 / (1.0 + np.exp(-3.0) + np.exp(-2.0)),
+                               rtol=1e-6)
 
 
 @pytest.mark.parametrize('names, synonyms, reason', [
@@ -339,7 +373,13 @@ def test_new_names_and_synonyms_go_through_the_text_encoder(bundle_dir):
     assert tuple(vocab.colors[1]) in {tuple(c) for c in palette(6)}
     xyz, columns = sweep()
     result = segmenter.segment(xyz, columns)
-    assert result.labels.max() < 3 and result.vocabulary_version == 1
+    assert result.vocabulary_version == 1
+    # The labels use the cached row for car and the encoder's rows for the new names.
+    car = load_bundle(bundle_dir).text_embeddings[nuscenes16().index('car')]
+    rows = np.vstack([car, fake_encoder([('excavator',), ('truck', 'lorry')])])
+    logits = hand_logits(bundle_dir, xyz, columns, rows)
+    assert len(np.unique(logits.argmax(1).numpy())) == 3, 'a class never wins: weak test'
+    assert_argmax(result.labels, logits)
     # Encoded names are cached: asking again does not call the encoder.
     segmenter.set_vocabulary(['excavator', 'truck'], {'truck': ['lorry']})
     assert len(calls) == 1
@@ -412,13 +452,23 @@ def test_segment_image_with_a_2d_network(tmp_path):
     labels = segmenter.segment_image(image)
     assert labels.shape == (45, 80) and labels.dtype == np.uint8
     assert labels.max() < segmenter.vocabulary.num_classes
-    segmenter.set_vocabulary(['car'])
-    assert (segmenter.segment_image(image) == 0).all()
     with pytest.raises(ValueError, match='uint8'):
         segmenter.segment_image(image.astype(np.float32))
     no2d = Segmenter(make_tiny_bundle(tmp_path / 'no2d'), device='cpu')
     with pytest.raises(SegmenterError, match='no 2D network'):
         no2d.segment_image(image)
+
+
+def test_image_labels_follow_the_vocabulary(tmp_path):
+    """The steered 2D network gives every pixel the logits car 1, pedestrian 2, vegetation 0,
+    driveable_surface 3: the label is the position of the largest in the current list."""
+    bundle = make_tiny_bundle(tmp_path / 'steered2d', net2d=True, steer=steer())
+    segmenter = Segmenter(bundle, device='cpu')
+    image = np.random.default_rng(0).integers(0, 256, (45, 80, 3), dtype=np.uint8)
+    segmenter.set_vocabulary(['car', 'pedestrian', 'vegetation'])
+    assert (segmenter.segment_image(image) == 1).all()
+    segmenter.set_vocabulary(['driveable_surface', 'car'])
+    assert (segmenter.segment_image(image) == 0).all()
 
 
 def test_device_and_host_label_paths_agree(segmenter):

@@ -166,7 +166,7 @@ def test_train_cns_two_steps(world, tmp_path):
     assert [r['step'] for r in rows] == [0, 1]
     assert {'loss/ce_3d', 'loss/ce_2d', 'loss/latent_3d', 'loss/latent_2d'} <= set(rows[0])
     assert rows[0]['source_3d'] == 'teacher_pixel' and all(np.isfinite(r['loss']) for r in rows)
-    checkpoint = out / 'checkpoints' / 'step_00000002.pt'
+    checkpoint = out / 'checkpoints' / 'step_00000001.pt'
     state = load_checkpoint(checkpoint)
     assert state['step'] == 2 and state['text_embeddings'].shape == (16, 512)
     assert any(k.startswith('net2d.') for k in state['model'])
@@ -181,7 +181,7 @@ def test_resume_continues_with_the_identical_loss_trajectory(world, tmp_path):
              '--set', 'cns.class_balance=0.5', '--set', 'log.checkpoint_every=2')
     straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
     assert train.main(_args(world, straight, 'synthetic_cns.yaml', '--steps', '4', *extra)) == 0
-    checkpoint = straight / 'checkpoints' / 'step_00000002.pt'
+    checkpoint = straight / 'checkpoints' / 'step_00000001.pt'
     assert train.main(['--resume', str(checkpoint), '--out', str(resumed), '--device', 'cpu',
                        '--no-progress']) == 0
     full, tail = _history(straight), _history(resumed)
@@ -202,12 +202,75 @@ def test_train_clip2scene_two_steps(world, tmp_path):
     assert 0 == train.main(_args(world, out, 'synthetic_clip2scene.yaml', '--steps', '2',
                             '--set', 'clip2scene.self_training_start_step=0',
                             '--set', 'clip2scene.self_training_prob=1.0',
-                            '--set', 'log.eval_every=1', '--set', 'log.eval_split=mini_val'))
+                            '--set', 'log.eval_every=1', '--set', 'log.eval_split=mini_val',
+                            '--set', 'log.checkpoint_every=1'))
     rows = _history(out)
     assert [r['source'] for r in rows] == ['self', 'self']
     assert {'loss/semantic', 'loss/spatial_temporal'} <= set(rows[0])
     evaluation = [json.loads(line) for line in (out / 'eval.jsonl').read_text().splitlines()]
-    assert [e['step'] for e in evaluation] == [1] and 0.0 <= evaluation[0]['miou'] <= 1.0
+    assert [e['step'] for e in evaluation] == [1]
+    # the step-1 evaluation scores the weights saved at step 1: the offline evaluator (whose
+    # mIoU equals the devkit's, tests/test_evaluate.py) gives the same numbers for them
+    offline = _offline_scores(world[0], out / 'checkpoints' / 'step_00000001.pt', tmp_path)
+    assert evaluation[0]['miou'] == pytest.approx(offline['miou_present'], abs=1e-9)
+    assert evaluation[0]['accuracy'] == pytest.approx(offline['accuracy'], abs=1e-9)
+
+
+def _offline_scores(dataroot: Path, checkpoint: Path, tmp_path: Path) -> dict:
+    """offline_training.evaluate's 3D scores on mini_val of the checkpoint's exported bundle
+    (its 'miou_present' is the mean over classes present, the training evaluator's mIoU)."""
+    from cns_ros.training.bundle_checkpoint import bundle_from_checkpoint
+    from offline_training import evaluate
+
+    bundle = bundle_from_checkpoint(checkpoint, tmp_path / 'bundle', include_2d=False)
+    assert evaluate.main(['--bundle', str(bundle), '--dataroot', str(dataroot), '--version',
+                          'v1.0-mini', '--split', 'mini_val', '--out', str(tmp_path / 'eval'),
+                          '--device', 'cpu', '--threads', '1', '--no-2d',
+                          '--no-progress']) == 0
+    return json.loads((tmp_path / 'eval' / 'metrics.json').read_text())['net3d']
+
+
+def test_point_evaluator_scores_a_constant_prediction(world):
+    """A network that predicts class k at every point (zero head weights, one-hot bias,
+    identity text embeddings): accuracy n_k / N and, over the present classes (IoU_k = n_k / N,
+    0 for the others), mIoU n_k / N / present; the counts n come from the devkit alone."""
+    from types import SimpleNamespace
+
+    from cns_ros.models.build import build_model, model_config
+    from cns_ros.training.data import PointEvaluator
+
+    k = 10  # driveable_surface
+    net = build_model('minkunet14a', model_config('minkunet14a', channel_scale=0.125,
+                                                  out_dim=16, input_features=['intensity']))
+    with torch.no_grad():
+        net.head.weight.zero_()
+        net.head.bias.copy_(torch.eye(16)[k])
+    net.classifier.set_text_embeddings(torch.eye(16))
+    evaluator = PointEvaluator(str(world[0]), 'v1.0-mini', 'mini_val', ['intensity'], 0.5)
+    scores = evaluator(SimpleNamespace(net3d=net.eval()))
+    counts = _devkit_class_counts(world[0], 'mini_val')
+    assert counts[k] > 0 and np.count_nonzero(counts) >= 4
+    fraction = counts[k] / counts.sum()
+    assert scores['accuracy'] == pytest.approx(fraction, abs=1e-12)
+    assert scores['miou'] == pytest.approx(fraction / np.count_nonzero(counts), abs=1e-12)
+
+
+def _devkit_class_counts(dataroot: Path, split: str) -> np.ndarray:
+    """(16,) keyframe points per nuScenes-16 class of a split, with the devkit's split list,
+    lidarseg files and 32 -> 16 class mapper only."""
+    from nuscenes.eval.lidarseg.utils import LidarsegClassMapper
+    from nuscenes.nuscenes import NuScenes
+    from nuscenes.utils.splits import create_splits_scenes
+
+    nusc = NuScenes('v1.0-mini', str(dataroot), verbose=False)
+    mapper, scenes = LidarsegClassMapper(nusc), set(create_splits_scenes(verbose=False)[split])
+    counts = np.zeros(17, dtype=np.int64)
+    for sample in nusc.sample:
+        if nusc.get('scene', sample['scene_token'])['name'] in scenes:
+            record = nusc.get('lidarseg', sample['data']['LIDAR_TOP'])
+            raw = np.fromfile(Path(dataroot) / record['filename'], dtype=np.uint8)
+            counts += np.bincount(mapper.convert_label(raw), minlength=17)
+    return counts[1:]  # index 0 of the devkit's classes is 'ignore'
 
 
 def test_missing_cache_or_dataroot_are_clear_errors(world, tmp_path, capsys):
