@@ -58,6 +58,8 @@ class Paths:
     bag: Path = field(init=False)
     recorded: Path = field(init=False)
     live_log: Path = field(init=False)
+    live_params: Path = field(init=False)
+    node_stats: Path = field(init=False)
     offline_eval: Path = field(init=False)
     png: Path = field(init=False)
     summary: Path = field(init=False)
@@ -66,6 +68,8 @@ class Paths:
         for name, rel in (('world', 'world'), ('cache', 'pseudo_labels'), ('run', 'train'),
                           ('bundle', 'bundle'), ('bag', f'bag_{LIVE_SCENE}'),
                           ('recorded', 'recorded'), ('live_log', 'live.log'),
+                          ('live_params', 'segment_params.yaml'),
+                          ('node_stats', 'node_stats.json'),
                           ('offline_eval', 'offline_eval'), ('png', 'bev.png'),
                           ('summary', 'summary.json')):
             setattr(self, name, self.out / rel)

@@ -9,6 +9,7 @@ node never labels (it drops a sweep that arrives while it is busy) is a DemoErro
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -17,7 +18,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from offline_training.demo_common import (
     CLASS_NAMES,
@@ -71,6 +72,7 @@ class LiveRun:
     labeled_clouds: int = 0
     wall_s: float = 0.0
     launch_exit: int | None = None
+    node: dict[str, Any] | None = None  # the node's inputs, outputs and drops at exit
 
 
 def _stop(proc: subprocess.Popen, timeout: float = 30.0) -> int:
@@ -120,6 +122,7 @@ def run_live(paths: Paths, s: Settings, startup_timeout_s: float = 240.0,
             live.launch_exit = _stop(proc)
             live.wall_s = round(time.monotonic() - start, 1)
             recorder.spin(0.3)
+    live.node = _node_accounting(paths.node_stats)
     live.labeled_keyframes = len(keyframes & progress.labeled)
     live.labeled_clouds = progress.labeled_clouds
     say(f'    {live.labeled_clouds} labeled clouds recorded, {live.labeled_keyframes}/'
@@ -128,13 +131,28 @@ def run_live(paths: Paths, s: Settings, startup_timeout_s: float = 240.0,
 
 
 def _launch_arguments(paths: Paths, s: Settings) -> list[str]:
-    """The launch arguments: the bundle, the bag looping at ``s.rate``, the parameters file."""
+    """The launch arguments: the bundle, the bag looping at ``s.rate``, a parameters file (the
+    installed config/segment.yaml with ``stats_file`` set to ``paths.node_stats``)."""
+    import yaml
+
     from cns_ros.launcher import default_params_file
 
-    arguments = [f'model:={paths.bundle}', f'bag:={paths.bag}', f'rate:={s.rate}', 'loop:=true']
-    if Path(default_params_file()).is_file():
-        arguments.append(f'params_file:={default_params_file()}')
-    return arguments
+    default = Path(default_params_file())
+    params = yaml.safe_load(default.read_text()) if default.is_file() else {}
+    node = params.setdefault('/**', {}).setdefault('ros__parameters', {})
+    node['stats_file'] = str(paths.node_stats)
+    paths.live_params.write_text(yaml.safe_dump(params, sort_keys=False))
+    paths.node_stats.unlink(missing_ok=True)
+    return [f'model:={paths.bundle}', f'bag:={paths.bag}', f'rate:={s.rate}', 'loop:=true',
+            f'params_file:={paths.live_params}']
+
+
+def _node_accounting(path: Path) -> dict[str, Any] | None:
+    """Inputs, outputs and drops of the node's stats file (written at its exit), or None."""
+    if not path.is_file():
+        return None
+    stats = json.loads(path.read_text())
+    return {'inputs': stats['inputs'], 'outputs': stats['outputs'], 'drops': stats['drops']}
 
 
 def _prepare_recording(paths: Paths, command: list[str], how: str) -> None:

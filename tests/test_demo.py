@@ -133,5 +133,8 @@ def test_summary_has_live_miou_and_latency(demo):
     live = summary['live_run']
     assert live['labeled_keyframes'] == live['keyframes'] == 3
     assert live['labeled_clouds'] >= 3 and live['launch_exit'] == 0
+    node = live['node']  # every sweep the node received was published or counted as a drop
+    assert node['inputs'] == node['outputs'] + sum(node['drops'].values()), node
+    assert node['outputs'] >= live['labeled_clouds']
     assert set(summary['timings_s']) >= {'world', 'labels', 'train', 'export', 'bag', 'live',
                                          'score', 'total'}
