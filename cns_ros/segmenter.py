@@ -79,7 +79,7 @@ from cns_ros.text_vocabulary import (
 )
 from cns_ros.vocabulary import Vocabulary
 
-__all__ = ['DEFAULT_IMAGE_SIZE', 'IMAGENET_MEAN', 'IMAGENET_STD', 'UNLABELED',
+__all__ = ['DEFAULT_IMAGE_SIZE', 'UNLABELED',
            'UNLABELED_COLOR', 'UNLABELED_MONO8', 'SegmentResult', 'Segmenter', 'SegmenterError',
            'VocabularyUpdateError', 'parse_vocabulary_entries', 'resolve_device', 'voxelize_one']
 
@@ -89,8 +89,6 @@ UNLABELED_MONO8 = 255
 UNLABELED_COLOR = (40, 40, 40)
 #: Input size (H, W) of the 2D network when the bundle does not record one (nuScenes 224x416).
 DEFAULT_IMAGE_SIZE = (224, 416)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 _STAGES = ('voxelize', 'network', 'classify')
 
 
@@ -397,6 +395,8 @@ class Segmenter:
         import cv2
         import torch
 
+        from cns_ros.models.image_net import normalize_images
+
         if self.net2d is None:
             raise SegmenterError('the bundle has no 2D network (net2d)')
         rgb = np.asarray(rgb)
@@ -408,10 +408,8 @@ class Segmenter:
         resized = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
         with torch.inference_mode():
             image = torch.from_numpy(resized).to(self.device).permute(2, 0, 1).float() / 255.0
-            mean = image.new_tensor(IMAGENET_MEAN).view(3, 1, 1)
-            std = image.new_tensor(IMAGENET_STD).view(3, 1, 1)
             with self._autocast():
-                features = self.net2d(((image - mean) / std).unsqueeze(0)).features[0]
+                features = self.net2d(normalize_images(image[None])).features[0]
             logits = text_logits(features.permute(1, 2, 0), state.embeddings,
                                  self._classifier_config)
             labels = logits.argmax(dim=-1).clamp_(max=UNLABELED_MONO8).to(torch.uint8).cpu()

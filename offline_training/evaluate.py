@@ -202,7 +202,7 @@ class Evaluator:
         import cv2
         import torch
 
-        from cns_ros.training.cns import normalize_images
+        from cns_ros.models.image_net import normalize_images
 
         if self.image_size is not None:
             height, width = self.image_size

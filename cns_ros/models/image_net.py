@@ -30,9 +30,9 @@ from torch import nn
 
 from cns_ros.models.heads import TextClassifier, TextClassifierConfig
 
-__all__ = ['RESNET50_CHECKPOINT_FILES', 'BackboneCheckpointError', 'DeepLabV3Config',
-           'DeepLabV3Text', 'ImageOutput', 'MissingBackboneWeightsError',
-           'load_backbone_state_dict']
+__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'RESNET50_CHECKPOINT_FILES',
+           'BackboneCheckpointError', 'DeepLabV3Config', 'DeepLabV3Text', 'ImageOutput',
+           'MissingBackboneWeightsError', 'load_backbone_state_dict', 'normalize_images']
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,18 @@ RESNET50_CHECKPOINT_FILES = ('resnet50-0676ba61.pth', 'resnet50-11ad3fa6.pth')
 _ASPP_RATES = {16: (6, 12, 18), 8: (12, 24, 36)}
 _DILATION = {16: [False, False, True], 8: [False, True, True]}
 LATENT_CHANNELS = 256  # ASPP output width
+#: ImageNet per-channel mean / std of RGB in [0, 1]: the 2D network's input normalisation (the
+#: statistics its torchvision ResNet-50 backbone was trained with; recorded in bundles).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def normalize_images(images: torch.Tensor) -> torch.Tensor:
+    """(I, 3, H, W) float RGB in [0, 1] -> (I, 3, H, W) ImageNet-normalised network input:
+    ``(x - IMAGENET_MEAN) / IMAGENET_STD`` per channel, on the images' device and dtype."""
+    mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (images - mean) / std
 
 
 class MissingBackboneWeightsError(FileNotFoundError):
