@@ -63,22 +63,11 @@ PROTOCOL = ('nuScenes-lidarseg-16 (official 32 -> 16 mapping, class 0 ignored an
 
 # --- scores ---------------------------------------------------------------------------------
 
-def union_iou(confusion: np.ndarray) -> np.ndarray:
-    """(C,) IoU = TP / (TP + FP + FN) of a (C, C + 1) confusion matrix; NaN where the union is
-    0 (the devkit's per-class IoU; predictions outside 0..C-1 are misses, never FPs)."""
-    conf = np.asarray(confusion, dtype=np.float64)
-    c = conf.shape[0]
-    tp = np.diag(conf[:, :c])
-    union = conf.sum(axis=1) + conf[:, :c].sum(axis=0) - tp
-    with np.errstate(invalid='ignore', divide='ignore'):
-        return np.where(union > 0, tp / union, np.nan)
-
-
 def scores(confusion: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
     """JSON-ready scores of a (C, C + 1) confusion matrix (conventions: module docstring)."""
     conf = np.asarray(confusion, dtype=np.int64)
     base = summary(conf, class_names)  # accuracy, points, support; miou over present classes
-    iou = union_iou(conf)
+    iou = iou_per_class(conf, nan_if='no_union')  # the devkit's per-class IoU
     present = iou_per_class(conf)
     valid = ~np.isnan(iou)
     predicted = conf[:, :conf.shape[0]].sum(axis=0)
