@@ -248,6 +248,7 @@ def _teacher_3d(cache_root: Path | None, sample_token: str, m: int
     if cache_root is None:
         return None
     from cns_ros.teachers import cache
+    from cns_ros.teachers.lifting import paired_mask
 
     path = cache.keyframe_path(cache_root, sample_token)
     if not path.is_file():
@@ -256,9 +257,7 @@ def _teacher_3d(cache_root: Path | None, sample_token: str, m: int
     if len(item.labels) < m:
         raise ValueError(f'{path}: {len(item.labels)} cached labels for the {m} keyframe '
                          f'points: was --cache made from another dataroot?')
-    paired = np.zeros(m, dtype=bool)
-    paired[item.pair_point[item.pair_point < m]] = True
-    return item.labels[:m].astype(np.int64), paired
+    return item.labels[:m].astype(np.int64), paired_mask(item.pair_point, m)
 
 
 def _write_prediction(folder: Path, lidar_token: str, pred: np.ndarray) -> None:
