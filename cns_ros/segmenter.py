@@ -387,7 +387,8 @@ class Segmenter:
 
         Returns:
             (H, W) uint8 labels: class id, :data:`UNLABELED_MONO8` (255) for ids >= 255. The
-            network runs at ``image_size``; labels are resized back (nearest neighbour).
+            network runs at ``image_size``; its labels are resized to (H, W) by
+            :func:`cns_ros.models.image_net.label_image` (as offline evaluation does).
 
         Raises:
             SegmenterError: The bundle has no 2D network. ValueError: not an RGB image.
@@ -395,7 +396,7 @@ class Segmenter:
         import cv2
         import torch
 
-        from cns_ros.models.image_net import normalize_images
+        from cns_ros.models.image_net import label_image, normalize_images
 
         if self.net2d is None:
             raise SegmenterError('the bundle has no 2D network (net2d)')
@@ -411,13 +412,8 @@ class Segmenter:
             with self._autocast():
                 features = self.net2d(normalize_images(image[None])).features[0]
             logits = text_logits(features.permute(1, 2, 0), state.embeddings,
-                                 self._classifier_config)
-            labels = logits.argmax(dim=-1).clamp_(max=UNLABELED_MONO8).to(torch.uint8).cpu()
-        labels = labels.numpy()
-        if labels.shape != rgb.shape[:2]:
-            labels = cv2.resize(labels, (rgb.shape[1], rgb.shape[0]),
-                                interpolation=cv2.INTER_NEAREST)
-        return labels
+                                 self._classifier_config)  # (h, w, C)
+            return label_image(logits.permute(2, 0, 1), rgb.shape[:2])
 
     def warm_up(self, num_points: int = 20000, passes: int = 2, seed: int = 0) -> dict[str, float]:
         """Run synthetic inputs through the networks (kernel selection, allocator, caches).

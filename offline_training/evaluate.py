@@ -25,7 +25,9 @@ the keyframe points paired with a pixel (as quality.json), and the 3D network's 
 same points, so the two compare point for point. 2D network (when the bundle has one): every
 keyframe camera image against the synthetic world's ground-truth semantic images
 (synthetic_gt/; real nuScenes has no per-pixel labels, so it is skipped with a message there),
-at the ground-truth resolution; with --cache also the teacher's refined 2D labels.
+at the ground-truth resolution (labels made from the logits exactly as the live node makes its
+camera labels: argmax at the network's resolution, then a nearest-neighbour resize,
+cns_ros.models.image_net.label_image); with --cache also the teacher's refined 2D labels.
 
 examples:
   python -m offline_training.evaluate --bundle bundles/cns --dataroot data/nuscenes \\
@@ -187,11 +189,12 @@ class Evaluator:
         return logits[:, self.order].argmax(dim=1).cpu().numpy()
 
     def predict_image(self, rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-        """int64 (H, W) train ids at ``size`` of an (h, w, 3) uint8 RGB image."""
+        """uint8 (H, W) train ids at ``size`` of an (h, w, 3) uint8 RGB image (labels from
+        the logits as the live node makes them: :func:`cns_ros.models.image_net.label_image`)."""
         import cv2
         import torch
 
-        from cns_ros.models.image_net import normalize_images
+        from cns_ros.models.image_net import label_image, normalize_images
 
         if self.image_size is not None:
             height, width = self.image_size
@@ -199,10 +202,8 @@ class Evaluator:
         image = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))).float() / 255.0
         with torch.no_grad():
             output = self.net2d(normalize_images(image[None].to(self.device)))
-            logits = self.net2d.classifier(output.features, dim=1)[:, self.order]
-            logits = torch.nn.functional.interpolate(logits, size=size, mode='bilinear',
-                                                     align_corners=False)
-        return logits[0].argmax(dim=0).cpu().numpy()
+            logits = self.net2d.classifier(output.features, dim=1)[0, self.order]
+        return label_image(logits, size)
 
     def keyframe(self, keyframe: Any) -> None:
         """Predict one keyframe, write its prediction file, score it (3D, teacher, 2D)."""
@@ -230,8 +231,8 @@ class Evaluator:
 
     def image(self, frame: Any) -> None:
         """Score the 2D network (and the cached teacher labels) on one camera image."""
+        from cns_ros.geometry import resize_nearest
         from cns_ros.teachers import cache
-        from cns_ros.teachers.simulated import resize_nearest
 
         target = self.gt2d.load(frame.sample_data_token).train_labels()
         self.add('net2d', target, self.predict_image(frame.load_image(), target.shape))

@@ -226,6 +226,20 @@ def test_distortion_agrees_with_opencv_when_installed() -> None:
     np.testing.assert_allclose(uv, expected[:, 0, :], atol=1e-6)
 
 
+def test_resize_nearest_maps_pixel_centres() -> None:
+    """Output pixel (r, c) takes input (floor((r + .5) H / H'), floor((c + .5) W / W'))."""
+    image = np.array([[0, 1, 2], [3, 4, 5]], dtype=np.uint8)
+    up = geo.resize_nearest(image, (4, 6))  # rows [0, 0, 1, 1], cols [0, 0, 1, 1, 2, 2]
+    assert up.dtype == np.uint8
+    assert up.tolist() == [[0, 0, 1, 1, 2, 2]] * 2 + [[3, 3, 4, 4, 5, 5]] * 2
+    # rows floor(1/3, 1, 5/3) = [0, 1, 1], cols floor(3/4, 9/4) = [0, 2]
+    assert geo.resize_nearest(image, (3, 2)).tolist() == [[0, 2], [3, 5], [3, 5]]
+    assert geo.resize_nearest(image, (1, 1)).tolist() == [[4]]  # the centre (1, 1.5) -> (1, 1)
+    rgb = np.stack([image, image + 10], axis=-1)  # (H, W, K): channels travel together
+    assert geo.resize_nearest(rgb, (1, 3)).tolist() == [[[3, 13], [4, 14], [5, 15]]]
+    assert geo.resize_nearest(image, (2, 3)).tolist() == image.tolist()
+
+
 def test_image_mask_edge_cases() -> None:
     w, h = 4, 3
     uv = np.array([

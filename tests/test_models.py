@@ -34,6 +34,7 @@ from cns_ros.models.image_net import (  # noqa: E402
     BackboneCheckpointError,
     DeepLabV3Config,
     MissingBackboneWeightsError,
+    label_image,
     normalize_images,
 )
 from cns_ros.models.minkunet import assemble_point_features  # noqa: E402
@@ -224,6 +225,25 @@ def test_normalize_images_uses_the_imagenet_statistics():
     expected = [[0.0, 1.0, -0.485 / 0.229], [0.0, 1.0, -0.456 / 0.224],
                 [0.0, 1.0, -0.406 / 0.225]]
     np.testing.assert_allclose(out[0, :, :, 0].numpy(), expected, atol=1e-12)
+
+
+def test_label_image_takes_the_argmax_then_resizes_the_labels():
+    """(C, h, w) logits -> uint8 labels: argmax per pixel (first maximum on ties), ids >= 255
+    -> 255, then each output pixel takes the label of the input pixel under its centre."""
+    logits = torch.zeros(3, 2, 2)
+    logits[1, 0, 0] = 1.0                        # label 1
+    logits[2, 0, 1] = 2.0                        # label 2
+    logits[:, 1, 0] = torch.tensor([5.0, 5.0, 0.0])  # tie of 0 and 1 -> 0
+    logits[0, 1, 1] = -1.0                       # 1 and 2 tie at 0 -> 1
+    same = label_image(logits, (2, 2))
+    assert same.dtype == np.uint8 and same.tolist() == [[1, 2], [0, 1]]
+    assert label_image(logits, (4, 2)).tolist() == [[1, 2], [1, 2], [0, 1], [0, 1]]
+    assert label_image(logits, (1, 1)).tolist() == [[1]]  # centre (1, 1) of a 2 x 2 map
+    many = torch.zeros(300, 1, 2)
+    many[299, 0, 0], many[7, 0, 1] = 1.0, 1.0
+    assert label_image(many, (1, 2)).tolist() == [[255, 7]]
+    with pytest.raises(ValueError, match='shape'):
+        label_image(logits[None], (2, 2))
 
 
 def test_sam_projection_heads_shapes():
