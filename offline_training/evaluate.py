@@ -285,6 +285,7 @@ def run(args: argparse.Namespace, bundle: Any, net3d: Any, net2d: Any, device: A
     from tqdm import tqdm
 
     from cns_ros.data.nuscenes import NuScenesKeyframes
+    from cns_ros.segmenter import DEFAULT_IMAGE_SIZE
     from cns_ros.vocabulary import nuscenes16
 
     start = time.perf_counter()
@@ -301,10 +302,10 @@ def run(args: argparse.Namespace, bundle: Any, net3d: Any, net2d: Any, device: A
     if args.format == 'nuscenes':
         predictions = args.out / 'lidarseg' / args.split
         predictions.mkdir(parents=True, exist_ok=True)
-    size = bundle.metadata.get('image_size')
+    size = bundle.metadata.get('image_size') or DEFAULT_IMAGE_SIZE  # the live node's input
     evaluator = Evaluator(net3d, net2d, class_order(bundle.vocabulary), device,
-                          tuple(int(v) for v in size) if size else None, cache=args.cache,
-                          gt2d=gt2d, predictions=predictions)
+                          (int(size[0]), int(size[1])), cache=args.cache, gt2d=gt2d,
+                          predictions=predictions)
     for k in tqdm(indices, desc='evaluate', unit='keyframe', disable=not args.progress):
         evaluator.keyframe(data[k])
     counts = evaluator.counts
