@@ -69,7 +69,6 @@ from cns_ros.segmenter_ops import (
     synthetic_sweep,
     text_logits,
     voxel_logits,
-    voxelize_one,
 )
 from cns_ros.text_vocabulary import (
     TextEmbeddingCache,
@@ -81,7 +80,7 @@ from cns_ros.vocabulary import Vocabulary
 
 __all__ = ['DEFAULT_IMAGE_SIZE', 'UNLABELED',
            'UNLABELED_COLOR', 'UNLABELED_MONO8', 'SegmentResult', 'Segmenter', 'SegmenterError',
-           'VocabularyUpdateError', 'parse_vocabulary_entries', 'resolve_device', 'voxelize_one']
+           'VocabularyUpdateError', 'parse_vocabulary_entries', 'resolve_device']
 
 #: Label of unlabeled pixels in mono8 camera label images (and of class ids >= 255).
 UNLABELED_MONO8 = 255
@@ -365,11 +364,12 @@ class Segmenter:
         import torch
 
         from cns_ros.models.minkunet import assemble_point_features
+        from cns_ros.models.sparse import voxelize_batch
 
         with torch.inference_mode():
             features = assemble_point_features(named, self.bundle.input_features)
-            batch = voxelize_one(torch.from_numpy(points).to(self.device),
-                                 features.to(self.device), self.bundle.voxel_size)
+            batch = voxelize_batch([torch.from_numpy(points).to(self.device)],
+                                   [features.to(self.device)], self.bundle.voxel_size)
             marks = [(self._sync(), time.thread_time())]
             with self._autocast():
                 latent = self.net3d.voxel_features(batch)  # the backbone, (V, L)

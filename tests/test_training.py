@@ -132,9 +132,12 @@ def test_dataset_pairs_sweeps_and_augmentation(world):
     assert np.ptp(ratio[radius_a > 1]) < 1e-3 and 0.95 <= np.median(ratio) <= 1.05
     assert np.array_equal(augmented[(0, 2)]['points'], b['points'])       # a function of the key
     assert not np.array_equal(augmented[(1, 2)]['points'], b['points'])   # another epoch
-    # the super-voxels come from the un-augmented cloud
-    from cns_ros.geometry import voxelize
-    np.testing.assert_array_equal(b['grid'], voxelize(a['points'][:, :3], 0.1).inverse)
+    # the super-voxels come from the un-augmented cloud: grid ids are the rows of the sorted
+    # unique 0.1 m voxel indices floor(p / 0.1) (numpy's row-wise unique, lexicographic)
+    cells = np.floor(a['points'][:, :3].astype(np.float64) / 0.1)
+    _, expected = np.unique(cells, axis=0, return_inverse=True)
+    np.testing.assert_array_equal(b['grid'], expected.reshape(-1))
+    assert b['grid'].dtype == np.int64
     keyframe_only = CachedKeyframes(DataConfig(**{**base.__dict__, 'num_sweeps': 0}), seed=1)
     c = keyframe_only[(0, 2)]
     assert set(np.unique(c['sweep'])) == {0} and c['pair_point'].max() < len(c['points'])
