@@ -1,7 +1,10 @@
 """Geometry speed on a nuScenes-sized sweep: multi-camera projection and voxelization.
 
 A synthetic 32-ring x 1080-azimuth LiDAR sweep (34,560 points, ranges 1.5-70 m) is projected
-into a six-camera nuScenes-like rig (1600x900) and voxelized at 0.1 m. Prints a table and writes
+into a six-camera nuScenes-like rig (1600x900) and voxelized at 0.1 m with the package's one
+voxelization (``cns_ros.models.sparse.voxelize_cloud``; torch on one thread), alone and as the
+live node calls it (``voxelize_batch`` of one cloud with the mean of 4 features per voxel).
+Prints a table and writes
 ``benchmarks/results/geometry.json``. Budget context (DESIGN.md): 50 ms per sweep at 20 Hz and
 <= 5 ms of node overhead outside the network, so these steps should take a few ms.
 
@@ -15,9 +18,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
 from _common import pin_to_one_core, single_core_parser, time_call, write_results
 
 from cns_ros import geometry as geo
+from cns_ros.models.sparse import voxelize_batch, voxelize_cloud
 
 CAMERA_YAWS_DEG = (0.0, 55.0, -55.0, 180.0, 110.0, -110.0)  # front, fl, fr, back, bl, br
 IMAGE_SIZE = (1600, 900)
@@ -56,21 +61,25 @@ def run(repeats: int, voxel_size: float) -> dict[str, Any]:
     cams, intrinsics, sizes = make_rig()
     distortion = [PLUMB_BOB] * len(cams)
     projection = geo.project_to_cameras(points, cams, intrinsics, sizes)
-    voxels = geo.voxelize(points, voxel_size)
-    features = np.random.default_rng(1).normal(size=(len(points), 4)).astype(np.float32)
+    torch.set_num_threads(1)
+    xyz = torch.from_numpy(points)
+    voxels = voxelize_cloud(xyz, voxel_size)
+    features = torch.from_numpy(
+        np.random.default_rng(1).normal(size=(len(points), 4)).astype(np.float32))
     timings = {
         'project_to_cameras (6 cams, D=None)': time_call(
             lambda: geo.project_to_cameras(points, cams, intrinsics, sizes), repeats),
         'project_to_cameras (6 cams, plumb_bob)': time_call(
             lambda: geo.project_to_cameras(points, cams, intrinsics, sizes, distortion), repeats),
-        f'voxelize ({voxel_size} m)': time_call(lambda: geo.voxelize(points, voxel_size), repeats),
-        'reduce_by_voxel (mean, 4 features)': time_call(
-            lambda: geo.reduce_by_voxel(features, voxels, 'mean'), repeats),
+        f'voxelize_cloud ({voxel_size} m)': time_call(
+            lambda: voxelize_cloud(xyz, voxel_size), repeats),
+        'voxelize_batch (1 cloud, mean of 4 features)': time_call(
+            lambda: voxelize_batch([xyz], [features], voxel_size), repeats),
         'transform_points (1 transform)': time_call(
             lambda: geo.transform_points(cams[0], points), repeats),
     }
     return {'points': len(points), 'cameras': len(cams), 'voxel_size_m': voxel_size,
-            'voxels': voxels.num_voxels,
+            'voxels': len(voxels.counts),
             'points_in_any_camera': int(projection.valid.any(axis=0).sum()),
             'timings': timings}
 
@@ -85,9 +94,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(f"geometry, {results['points']} points, {results['cameras']} cameras, "
           f"{results['voxels']} voxels at {results['voxel_size_m']} m, "
           f"{'one core' if results['one_core'] else 'all cores'}")
-    print(f"{'case':42s} {'median ms':>10s} {'p90 ms':>8s}")
+    print(f"{'case':46s} {'median ms':>10s} {'p90 ms':>8s}")
     for case, timing in results['timings'].items():
-        print(f"{case:42s} {timing['median_ms']:10.3f} {timing['p90_ms']:8.3f}")
+        print(f"{case:46s} {timing['median_ms']:10.3f} {timing['p90_ms']:8.3f}")
     print(f"written: {write_results('geometry', results, args.out_dir)}")
     return results
 

@@ -1,4 +1,7 @@
-"""Rigid transforms, pinhole projection, ego-motion compensation and voxelization (numpy only).
+"""Rigid transforms, pinhole projection, ego-motion compensation, pixel grids (numpy only).
+
+Voxelization is not here: :func:`cns_ros.models.sparse.voxelize_cloud` (torch) is the one
+implementation, shared by the live node, training and the training data.
 
 Quaternions are ROS ``(x, y, z, w)``; nuScenes ``(w, x, y, z)`` is converted only by
 :func:`quat_xyzw_from_wxyz` / :func:`quat_wxyz_from_xyzw`. A transform ``a_from_b`` is a (4, 4)
@@ -16,7 +19,6 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-REDUCE_OPS: tuple[str, ...] = ("mean", "sum", "max", "min", "first")
 _RIGID_ATOL = 1e-5
 _INT32 = np.iinfo(np.int32)
 
@@ -263,6 +265,26 @@ def pixel_indices(uv: ArrayLike) -> np.ndarray:
     return np.clip(idx, _INT32.min, _INT32.max).astype(np.int64)
 
 
+def resize_nearest(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of an (H, W, ...) image to ``size = (H', W')`` pixels.
+
+    Pixel-centre mapping (the convention of :func:`pixel_indices` and of an
+    ``align_corners=False`` resize): output pixel (r, c) takes input pixel
+    ``(floor((r + 0.5) H / H'), floor((c + 0.5) W / W'))``. Any dtype; labels stay labels.
+
+    Args:
+        image: (H, W) or (H, W, K) array, H, W >= 1.
+        size: (H', W') output rows and columns, >= 1.
+
+    Returns:
+        (H', W'[, K]) array of ``image``'s dtype (a new array).
+    """
+    in_h, in_w = image.shape[:2]
+    rows = np.minimum(((np.arange(size[0]) + 0.5) * in_h / size[0]).astype(np.int64), in_h - 1)
+    cols = np.minimum(((np.arange(size[1]) + 0.5) * in_w / size[1]).astype(np.int64), in_w - 1)
+    return image[rows][:, cols]  # rows, then columns: 5x faster than one 2-D fancy index
+
+
 def _valid_mask(u: np.ndarray, v: np.ndarray, depth: np.ndarray, width: ArrayLike,
                 height: ArrayLike, min_depth: float) -> np.ndarray:
     """Core of :func:`image_mask` (broadcasts; NaN compares False; inf depth not checked)."""
@@ -402,97 +424,3 @@ def interpolate_pose(t: float, t0: float, pose0: ArrayLike, t1: float, pose1: Ar
     alpha = (t - t0) / (t1 - t0)
     q = _slerp(matrix_to_quat(p0[:3, :3]), matrix_to_quat(p1[:3, :3]), alpha)
     return make_transform(q, p0[:3, 3] + alpha * (p1[:3, 3] - p0[:3, 3]))
-
-
-@dataclass(frozen=True)
-class Voxels:
-    """Occupied voxels of a point cloud, sorted by linear key, i.e. lexicographically by (i, j, k).
-
-    Attributes:
-        coords: int32 (V, 3) voxel indices ``floor((p - origin) / voxel_size)``.
-        inverse: int64 (N,) voxel row of each point; ``coords[inverse]`` is each point's voxel.
-        counts: int64 (V,) number of points per voxel (all >= 1).
-        first: int64 (V,) index (input order) of the first point of each voxel.
-    """
-
-    coords: NDArray[np.int32]
-    inverse: NDArray[np.int64]
-    counts: NDArray[np.int64]
-    first: NDArray[np.int64]
-
-    @property
-    def num_voxels(self) -> int:
-        """Number of occupied voxels V."""
-        return int(self.coords.shape[0])
-
-
-def voxelize(points: ArrayLike, voxel_size: float | ArrayLike,
-             origin: ArrayLike | None = None) -> Voxels:
-    """Group points into an axis-aligned voxel grid (one int64 key per point, one np.unique).
-
-    Args:
-        points: Shape (N, 3), metres, any frame, finite.
-        voxel_size: Edge length in metres, > 0: a scalar or (3,) per axis.
-        origin: (3,) grid origin in metres in the points' frame; default (0, 0, 0).
-
-    Returns:
-        :class:`Voxels` sorted by linear key (lexicographic (i, j, k)); empty for empty input.
-        ValueError on non-finite points (with their count), voxel size <= 0, int32 overflow.
-    """
-    size = np.asarray(voxel_size, dtype=np.float64)
-    if size.shape not in ((), (3,)) or not np.all(np.isfinite(size)) or np.any(size <= 0):
-        raise ValueError("voxel_size must be finite, > 0 and a scalar or shape (3,), found "
-                         f"shape {size.shape}: {size.tolist()}")
-    org = np.zeros(3) if origin is None else _array("origin", origin, (3,))
-    pts = _array("points", points, ("N", 3))
-    if pts.shape[0] == 0:
-        return Voxels(np.zeros((0, 3), np.int32), *(np.zeros(0, np.int64) for _ in range(3)))
-    idx = np.floor((pts - org) / size)
-    if idx.min() < _INT32.min or idx.max() > _INT32.max:
-        raise ValueError("voxel indices exceed the int32 range; check voxel_size and origin")
-    idx = idx.astype(np.int64)
-    lo = idx.min(axis=0)
-    ext = idx.max(axis=0) - lo + 1
-    if float(ext[0]) * float(ext[1]) * float(ext[2]) >= 2.0**63:
-        raise ValueError(f"voxel grid extent {ext.tolist()} is too large for an int64 key")
-    rel = idx - lo
-    key = (rel[:, 0] * ext[1] + rel[:, 1]) * ext[2] + rel[:, 2]
-    _, first, inv, counts = np.unique(key, return_index=True, return_inverse=True,
-                                      return_counts=True)
-    as64 = (np.asarray(a, dtype=np.int64).reshape(-1) for a in (inv, counts, first))
-    return Voxels(idx[first].astype(np.int32), *as64)
-
-
-def reduce_by_voxel(features: ArrayLike, voxels: Voxels, op: str = "mean") -> np.ndarray:
-    """Reduce per-point features to per-voxel features (argsort + ``np.ufunc.reduceat``).
-
-    Args:
-        features: Shape (N, C) or (N,), bool/int/float, one row per voxelized point.
-        voxels: :func:`voxelize` result for those N points.
-        op: One of :data:`REDUCE_OPS`: ``mean``, ``sum``, ``max``, ``min``, ``first``.
-
-    Returns:
-        (V, C), or (V,) for 1-D features. max/min/first keep the dtype; float sum/mean keep the
-        float dtype (accumulated in float64); bool/int give int64 sums and float64 means.
-    """
-    if op not in REDUCE_OPS:
-        raise ValueError(f"op must be one of {list(REDUCE_OPS)}, found {op!r}")
-    feats = np.asarray(features)
-    n = voxels.inverse.shape[0]
-    if feats.ndim not in (1, 2) or feats.shape[0] != n:
-        raise ValueError(f"features must have shape ({n},) or ({n}, C), found {feats.shape}")
-    if feats.dtype.kind not in "biuf":
-        raise ValueError(f"features must be bool, integer or float, found dtype {feats.dtype}")
-    is_float = feats.dtype.kind == "f"
-    out_dtype = feats.dtype if is_float else np.dtype(np.int64 if op == "sum" else np.float64)
-    if op == "first" or n == 0:
-        out = feats[voxels.first]
-        return out if op in ("first", "max", "min") else out.astype(out_dtype)
-    ordered = feats[np.argsort(voxels.inverse, kind="stable")]
-    starts = np.concatenate([[0], np.cumsum(voxels.counts)[:-1]])
-    if op in ("max", "min"):
-        return (np.maximum if op == "max" else np.minimum).reduceat(ordered, starts, axis=0)
-    sums = np.add.reduceat(ordered, starts, axis=0, dtype=np.float64 if is_float else np.int64)
-    if op == "mean":
-        sums = sums / voxels.counts.reshape((-1,) + (1,) * (feats.ndim - 1))
-    return sums.astype(out_dtype, copy=False)

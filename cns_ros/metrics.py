@@ -43,15 +43,27 @@ def confusion_matrix(gt: ArrayLike, pred: ArrayLike, num_classes: int,
     return counts.reshape(num_classes, num_classes + 1)
 
 
-def iou_per_class(confusion: ArrayLike) -> np.ndarray:
-    """float64 (C,) IoU = TP / (TP + FP + FN) from a (C, C + 1) matrix; NaN with no support."""
+def iou_per_class(confusion: ArrayLike, nan_if: str = 'no_support') -> np.ndarray:
+    """float64 (C,) IoU = TP / (TP + FP + FN) of each class of a (C, C + 1) confusion matrix.
+
+    Predictions outside 0..C-1 (the last column) are misses (FN), never false positives.
+
+    Args:
+        confusion: (C, C + 1) counts from :func:`confusion_matrix`.
+        nan_if: Which classes are NaN (not scored): ``'no_support'`` (default) those absent
+            from the ground truth (the present-class mean of this module); ``'no_union'`` only
+            those with TP + FP + FN = 0 (the nuScenes devkit's LidarSegEval: a class predicted
+            but absent from the ground truth scores 0).
+    """
+    if nan_if not in ('no_support', 'no_union'):
+        raise ValueError(f"nan_if must be 'no_support' or 'no_union', found {nan_if!r}")
     conf = np.asarray(confusion, dtype=np.float64)
     c = conf.shape[0]
     tp = np.diag(conf[:, :c])
     union = conf.sum(axis=1) + conf[:, :c].sum(axis=0) - tp
+    scored = conf.sum(axis=1) > 0 if nan_if == 'no_support' else union > 0
     with np.errstate(invalid='ignore', divide='ignore'):
-        iou = tp / union
-    return np.where(conf.sum(axis=1) > 0, iou, np.nan)
+        return np.where(scored, tp / union, np.nan)
 
 
 def mean_iou(confusion: ArrayLike) -> float:

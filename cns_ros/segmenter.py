@@ -71,7 +71,6 @@ from cns_ros.segmenter_ops import (
     synthetic_sweep,
     text_logits,
     voxel_logits,
-    voxelize_one,
 )
 from cns_ros.text_vocabulary import (
     TextEmbeddingCache,
@@ -82,10 +81,10 @@ from cns_ros.text_vocabulary import (
 )
 from cns_ros.vocabulary import Vocabulary
 
-__all__ = ['DEFAULT_IMAGE_SIZE', 'IMAGENET_MEAN', 'IMAGENET_STD', 'UNLABELED',
+__all__ = ['DEFAULT_IMAGE_SIZE', 'UNLABELED',
            'UNLABELED_COLOR', 'UNLABELED_MONO8', 'SegmentResult', 'Segmenter', 'SegmenterError',
            'VocabularyPlan', 'VocabularyUpdateError', 'parse_vocabulary_entries',
-           'resolve_device', 'voxelize_one']
+           'resolve_device']
 
 #: Label of unlabeled pixels in mono8 camera label images (and of class ids >= 255).
 UNLABELED_MONO8 = 255
@@ -93,8 +92,6 @@ UNLABELED_MONO8 = 255
 UNLABELED_COLOR = (40, 40, 40)
 #: Input size (H, W) of the 2D network when the bundle does not record one (nuScenes 224x416).
 DEFAULT_IMAGE_SIZE = (224, 416)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 _STAGES = ('voxelize', 'network', 'classify')
 
 
@@ -398,11 +395,12 @@ class Segmenter:
         import torch
 
         from cns_ros.models.minkunet import assemble_point_features
+        from cns_ros.models.sparse import voxelize_batch
 
         with torch.inference_mode():
             features = assemble_point_features(named, self.bundle.input_features)
-            batch = voxelize_one(torch.from_numpy(points).to(self.device),
-                                 features.to(self.device), self.bundle.voxel_size)
+            batch = voxelize_batch([torch.from_numpy(points).to(self.device)],
+                                   [features.to(self.device)], self.bundle.voxel_size)
             marks = [(self._sync(), time.thread_time())]
             with self._autocast():
                 latent = self.net3d.voxel_features(batch)  # the backbone, (V, L)
@@ -420,13 +418,16 @@ class Segmenter:
 
         Returns:
             (H, W) uint8 labels: class id, :data:`UNLABELED_MONO8` (255) for ids >= 255. The
-            network runs at ``image_size``; labels are resized back (nearest neighbour).
+            network runs at ``image_size``; its labels are resized to (H, W) by
+            :func:`cns_ros.models.image_net.label_image` (as offline evaluation does).
 
         Raises:
             SegmenterError: The bundle has no 2D network. ValueError: not an RGB image.
         """
         import cv2
         import torch
+
+        from cns_ros.models.image_net import label_image, normalize_images
 
         if self.net2d is None:
             raise SegmenterError('the bundle has no 2D network (net2d)')
@@ -439,18 +440,11 @@ class Segmenter:
         resized = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
         with torch.inference_mode():
             image = torch.from_numpy(resized).to(self.device).permute(2, 0, 1).float() / 255.0
-            mean = image.new_tensor(IMAGENET_MEAN).view(3, 1, 1)
-            std = image.new_tensor(IMAGENET_STD).view(3, 1, 1)
             with self._autocast():
-                features = self.net2d(((image - mean) / std).unsqueeze(0)).features[0]
+                features = self.net2d(normalize_images(image[None])).features[0]
             logits = text_logits(features.permute(1, 2, 0), state.embeddings,
-                                 self._classifier_config)
-            labels = logits.argmax(dim=-1).clamp_(max=UNLABELED_MONO8).to(torch.uint8).cpu()
-        labels = labels.numpy()
-        if labels.shape != rgb.shape[:2]:
-            labels = cv2.resize(labels, (rgb.shape[1], rgb.shape[0]),
-                                interpolation=cv2.INTER_NEAREST)
-        return labels
+                                 self._classifier_config)  # (h, w, C)
+            return label_image(logits.permute(2, 0, 1), rgb.shape[:2])
 
     def warm_up(self, num_points: int = 20000, passes: int = 2, seed: int = 0) -> dict[str, float]:
         """Run synthetic inputs through the networks (kernel selection, allocator, caches).

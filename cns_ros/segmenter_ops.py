@@ -1,7 +1,6 @@
 """Tensor building blocks of :class:`cns_ros.segmenter.Segmenter`, without state.
 
 * :func:`resolve_device`: 'auto' / 'cpu' / 'cuda[:N]' -> a checked device name;
-* :func:`voxelize_one`: one cloud -> a :class:`cns_ros.models.sparse.SparseBatch`;
 * :class:`FoldedHead` / :func:`fold_head`: the 3D network's projection head folded into the
   text classifier, and :func:`voxel_logits` that applies it;
 * :func:`text_logits`: logits as the network's ``TextClassifier`` computes them (2D network);
@@ -21,8 +20,8 @@ from typing import Any
 import numpy as np
 
 __all__ = ['UNLABELED', 'FoldedHead', 'SegmenterError', 'fold_head', 'input_columns',
-           'label_confidence', 'resolve_device', 'synthetic_sweep', 'text_logits', 'voxel_logits',
-           'voxelize_one']
+           'label_confidence', 'resolve_device', 'synthetic_sweep', 'text_logits',
+           'voxel_logits']
 
 #: Label of points that were not classified (non-finite, out of range): uint16 max.
 UNLABELED = 65535
@@ -56,95 +55,6 @@ def resolve_device(device: str = 'auto') -> str:
                                  'device(s)')
         return name
     raise SegmenterError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
-
-
-def voxelize_one(points: Any, features: Any, voxel_size: float,
-                 shape_multiple: int = 16) -> Any:
-    """One cloud -> :class:`cns_ros.models.sparse.SparseBatch`, equal to
-    ``voxelize_batch([points], [features], voxel_size, shape_multiple=shape_multiple)``.
-
-    The same voxels (float64 ``floor(p / voxel_size)``, the cloud's own origin, rows sorted by
-    the linear key (i, j, k), features averaged with the same ``index_add_``), computed with
-    less work: the indices are kept coordinate-major (3, N) so the per-axis minimum and maximum
-    are contiguous reductions, the linear key is one float64 matrix-vector product (exact: every
-    value is an integer below 2^31) turned into int32, which ``torch.unique`` sorts about twice
-    as fast as int64, and the voxel coordinates come back from the unique keys with float64
-    division (exact below 2^31) instead of int64 ``//`` and ``%``. Grids of 2^31 cells or more
-    take int64 keys. On one CPU core for a 34.6k-point sweep at 0.1 m: 1.0 ms instead of
-    1.7 ms (``tests/test_segmenter.py`` checks the equality with ``voxelize_batch`` and
-    :func:`cns_ros.geometry.voxelize`).
-
-    Args:
-        points: (N, 3) float tensor, metres, finite, N >= 1.
-        features: (N, C) float tensor on the same device.
-        voxel_size: Voxel edge (m), > 0.
-        shape_multiple: ``spatial_shape`` is a multiple of this (16 for MinkUNet).
-
-    Raises:
-        ValueError: The grid's extent does not fit int32 coordinates / int64 keys.
-    """
-    import math
-
-    import torch
-
-    from cns_ros.models.sparse import SparseBatch
-
-    key, low, extent = _voxel_keys(points, voxel_size)
-    uniq, inverse, counts = torch.unique(key, sorted=True, return_inverse=True,
-                                         return_counts=True)
-    coords = _key_coords(uniq, extent)
-    summed = features.new_zeros((len(uniq), features.shape[1])).index_add_(0, inverse, features)
-    mean = summed / counts.unsqueeze(1).to(features.dtype)
-    offsets = torch.tensor([0, len(points)], dtype=torch.int64, device=points.device)
-    shape = tuple(int(math.ceil(e / shape_multiple) * shape_multiple) for e in extent)
-    return SparseBatch(coords=coords, features=mean, inverse=inverse, point_offsets=offsets,
-                       voxel_offsets=torch.tensor([0, len(uniq)], dtype=torch.int64,
-                                                  device=points.device),
-                       origin_index=low.to(torch.int64).unsqueeze(0), spatial_shape=shape,
-                       voxel_size=float(voxel_size))
-
-
-def _voxel_keys(points: Any, voxel_size: float) -> tuple[Any, Any, tuple[int, int, int]]:
-    """(N,) linear voxel keys ``(i * e1 + j) * e2 + k`` of (N, 3) ``points`` relative to the
-    cloud's minimum index (int32 when the grid has < 2^31 cells, else int64), that minimum as
-    (3,) float64 indices, and the grid extent (e0, e1, e2) in voxels."""
-    import torch
-
-    idx = torch.empty((3, len(points)), dtype=torch.float64, device=points.device)
-    idx.copy_(points.t()).div_(voxel_size).floor_()  # floor(p / voxel_size), exact integers
-    low = idx.amin(1)
-    extent = (idx.amax(1) - low + 1).tolist()
-    fits = all(e < 2**31 for e in extent) and extent[0] * extent[1] * extent[2] < 2.0**62
-    if not fits:  # (also for non-finite points: NaN compares False)
-        raise ValueError(f'voxel grid extent {extent} is too large (int32 coordinates, int64 '
-                         'keys): check voxel_size and the points\' range')
-    e0, e1, e2 = (int(e) for e in extent)
-    rel = idx.sub_(low.unsqueeze(1))  # (3, N) indices from 0
-    if e0 * e1 * e2 < 2**31:
-        key = torch.mv(rel.t(), rel.new_tensor([e1 * e2, e2, 1])).to(torch.int32)
-    else:
-        rel = rel.to(torch.int64)
-        key = (rel[0] * e1 + rel[1]) * e2 + rel[2]
-    return key, low, (e0, e1, e2)
-
-
-def _key_coords(uniq: Any, extent: tuple[int, int, int]) -> Any:
-    """(V, 4) int32 ``[0, i, j, k]`` of (V,) linear keys from :func:`_voxel_keys`."""
-    import torch
-
-    _, e1, e2 = extent
-    coords = torch.zeros((len(uniq), 4), dtype=torch.int32, device=uniq.device)
-    if uniq.dtype == torch.int32:  # float64 quotients of integers < 2^31 floor exactly
-        rest = uniq.double()
-        i = rest.div(e1 * e2).floor_()
-        rest.sub_(i * (e1 * e2))
-        j = rest.div(e2).floor_()
-        coords[:, 1], coords[:, 2], coords[:, 3] = i, j, rest.sub_(j * e2)
-    else:
-        coords[:, 1] = uniq // (e1 * e2)
-        coords[:, 2] = (uniq // e2) % e1
-        coords[:, 3] = uniq % e2
-    return coords
 
 
 @dataclass(frozen=True, eq=False)

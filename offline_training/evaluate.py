@@ -25,7 +25,9 @@ the keyframe points paired with a pixel (as quality.json), and the 3D network's 
 same points, so the two compare point for point. 2D network (when the bundle has one): every
 keyframe camera image against the synthetic world's ground-truth semantic images
 (synthetic_gt/; real nuScenes has no per-pixel labels, so it is skipped with a message there),
-at the ground-truth resolution; with --cache also the teacher's refined 2D labels.
+at the ground-truth resolution (labels made from the logits exactly as the live node makes its
+camera labels: argmax at the network's resolution, then a nearest-neighbour resize,
+cns_ros.models.image_net.label_image); with --cache also the teacher's refined 2D labels.
 
 examples:
   python -m offline_training.evaluate --bundle bundles/cns --dataroot data/nuscenes \\
@@ -63,22 +65,11 @@ PROTOCOL = ('nuScenes-lidarseg-16 (official 32 -> 16 mapping, class 0 ignored an
 
 # --- scores ---------------------------------------------------------------------------------
 
-def union_iou(confusion: np.ndarray) -> np.ndarray:
-    """(C,) IoU = TP / (TP + FP + FN) of a (C, C + 1) confusion matrix; NaN where the union is
-    0 (the devkit's per-class IoU; predictions outside 0..C-1 are misses, never FPs)."""
-    conf = np.asarray(confusion, dtype=np.float64)
-    c = conf.shape[0]
-    tp = np.diag(conf[:, :c])
-    union = conf.sum(axis=1) + conf[:, :c].sum(axis=0) - tp
-    with np.errstate(invalid='ignore', divide='ignore'):
-        return np.where(union > 0, tp / union, np.nan)
-
-
 def scores(confusion: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
     """JSON-ready scores of a (C, C + 1) confusion matrix (conventions: module docstring)."""
     conf = np.asarray(confusion, dtype=np.int64)
     base = summary(conf, class_names)  # accuracy, points, support; miou over present classes
-    iou = union_iou(conf)
+    iou = iou_per_class(conf, nan_if='no_union')  # the devkit's per-class IoU
     present = iou_per_class(conf)
     valid = ~np.isnan(iou)
     predicted = conf[:, :conf.shape[0]].sum(axis=0)
@@ -198,11 +189,12 @@ class Evaluator:
         return logits[:, self.order].argmax(dim=1).cpu().numpy()
 
     def predict_image(self, rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-        """int64 (H, W) train ids at ``size`` of an (h, w, 3) uint8 RGB image."""
+        """uint8 (H, W) train ids at ``size`` of an (h, w, 3) uint8 RGB image (labels from
+        the logits as the live node makes them: :func:`cns_ros.models.image_net.label_image`)."""
         import cv2
         import torch
 
-        from cns_ros.training.cns import normalize_images
+        from cns_ros.models.image_net import label_image, normalize_images
 
         if self.image_size is not None:
             height, width = self.image_size
@@ -210,10 +202,8 @@ class Evaluator:
         image = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))).float() / 255.0
         with torch.no_grad():
             output = self.net2d(normalize_images(image[None].to(self.device)))
-            logits = self.net2d.classifier(output.features, dim=1)[:, self.order]
-            logits = torch.nn.functional.interpolate(logits, size=size, mode='bilinear',
-                                                     align_corners=False)
-        return logits[0].argmax(dim=0).cpu().numpy()
+            logits = self.net2d.classifier(output.features, dim=1)[0, self.order]
+        return label_image(logits, size)
 
     def keyframe(self, keyframe: Any) -> None:
         """Predict one keyframe, write its prediction file, score it (3D, teacher, 2D)."""
@@ -241,8 +231,8 @@ class Evaluator:
 
     def image(self, frame: Any) -> None:
         """Score the 2D network (and the cached teacher labels) on one camera image."""
+        from cns_ros.geometry import resize_nearest
         from cns_ros.teachers import cache
-        from cns_ros.teachers.simulated import resize_nearest
 
         target = self.gt2d.load(frame.sample_data_token).train_labels()
         self.add('net2d', target, self.predict_image(frame.load_image(), target.shape))
@@ -259,6 +249,7 @@ def _teacher_3d(cache_root: Path | None, sample_token: str, m: int
     if cache_root is None:
         return None
     from cns_ros.teachers import cache
+    from cns_ros.teachers.lifting import paired_mask
 
     path = cache.keyframe_path(cache_root, sample_token)
     if not path.is_file():
@@ -267,9 +258,7 @@ def _teacher_3d(cache_root: Path | None, sample_token: str, m: int
     if len(item.labels) < m:
         raise ValueError(f'{path}: {len(item.labels)} cached labels for the {m} keyframe '
                          f'points: was --cache made from another dataroot?')
-    paired = np.zeros(m, dtype=bool)
-    paired[item.pair_point[item.pair_point < m]] = True
-    return item.labels[:m].astype(np.int64), paired
+    return item.labels[:m].astype(np.int64), paired_mask(item.pair_point, m)
 
 
 def _write_prediction(folder: Path, lidar_token: str, pred: np.ndarray) -> None:
@@ -296,6 +285,7 @@ def run(args: argparse.Namespace, bundle: Any, net3d: Any, net2d: Any, device: A
     from tqdm import tqdm
 
     from cns_ros.data.nuscenes import NuScenesKeyframes
+    from cns_ros.segmenter import DEFAULT_IMAGE_SIZE
     from cns_ros.vocabulary import nuscenes16
 
     start = time.perf_counter()
@@ -312,10 +302,10 @@ def run(args: argparse.Namespace, bundle: Any, net3d: Any, net2d: Any, device: A
     if args.format == 'nuscenes':
         predictions = args.out / 'lidarseg' / args.split
         predictions.mkdir(parents=True, exist_ok=True)
-    size = bundle.metadata.get('image_size')
+    size = bundle.metadata.get('image_size') or DEFAULT_IMAGE_SIZE  # the live node's input
     evaluator = Evaluator(net3d, net2d, class_order(bundle.vocabulary), device,
-                          tuple(int(v) for v in size) if size else None, cache=args.cache,
-                          gt2d=gt2d, predictions=predictions)
+                          (int(size[0]), int(size[1])), cache=args.cache, gt2d=gt2d,
+                          predictions=predictions)
     for k in tqdm(indices, desc='evaluate', unit='keyframe', disable=not args.progress):
         evaluator.keyframe(data[k])
     counts = evaluator.counts

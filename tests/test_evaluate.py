@@ -245,3 +245,49 @@ def test_2d_network_scored_on_pixels_or_skipped_without_pixel_ground_truth(world
     assert 'net2d' not in document and 'synthetic_gt' in document['net2d_skipped']
     assert '2D evaluation skipped' in capsys.readouterr().err
     assert document['dataset']['keyframes'] == 1
+
+
+class _FixedLogits(torch.nn.Module):
+    """Stands in for a 2D network: its features are the given (16, h, w) logits whatever the
+    (1, 3, h, w) image; its classifier has the identity as text embeddings (logits unchanged,
+    exactly, on both paths)."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        from cns_ros.models.heads import TextClassifier
+
+        super().__init__()
+        self.logits = logits
+        self.classifier = TextClassifier(16)
+        self.classifier.set_text_embeddings(torch.eye(16))
+
+    def forward(self, images: torch.Tensor):
+        from cns_ros.models.image_net import ImageOutput
+
+        assert images.shape == (1, 3, *self.logits.shape[1:])
+        return ImageOutput(features=self.logits[None], latent=self.logits[None])
+
+
+def test_offline_and_live_2d_labels_agree_on_the_same_logits(tmp_path):
+    """The same (16, 45, 80) logits through offline evaluation (Evaluator.predict_image) and the
+    live node's path (Segmenter.segment_image) give the same 90 x 160 labels: the argmax at
+    45 x 80 (class (r // 5 + 3 * (c // 8)) mod 16 at (r, c), by construction), each pixel
+    doubled (output pixel (R, C) has its centre in input pixel (R // 2, C // 2))."""
+    from cns_ros.segmenter import Segmenter
+
+    options = {'channel_scale': 0.125, 'out_dim': 16, 'voxel_size': 0.5}
+    bundle = write_bundle(tmp_path / 'bundle', net3d=build_model(
+        'minkunet14a', model_config('minkunet14a', **options)), model_name='minkunet14a',
+        model_options=options, vocabulary=nuscenes16(), text_embeddings=torch.eye(16))
+    rows, cols = np.meshgrid(np.arange(45), np.arange(80), indexing='ij')
+    small = (rows // 5 + 3 * (cols // 8)) % 16
+    classes = torch.arange(16, dtype=torch.float32)[:, None, None]
+    logits = -(classes - torch.from_numpy(small).float()) ** 2  # unique maximum at `small`
+    net2d = _FixedLogits(logits)
+    live = Segmenter(bundle, device='cpu', image_size=(45, 80))
+    live.net2d = net2d
+    offline = evaluate.Evaluator(None, net2d, evaluate.class_order(nuscenes16()), 'cpu',
+                                 (45, 80))
+    rgb = np.random.default_rng(0).integers(0, 256, (90, 160, 3), dtype=np.uint8)
+    expected = np.repeat(np.repeat(small, 2, axis=0), 2, axis=1)
+    np.testing.assert_array_equal(offline.predict_image(rgb, (90, 160)), expected)
+    np.testing.assert_array_equal(live.segment_image(rgb), expected)

@@ -226,6 +226,20 @@ def test_distortion_agrees_with_opencv_when_installed() -> None:
     np.testing.assert_allclose(uv, expected[:, 0, :], atol=1e-6)
 
 
+def test_resize_nearest_maps_pixel_centres() -> None:
+    """Output pixel (r, c) takes input (floor((r + .5) H / H'), floor((c + .5) W / W'))."""
+    image = np.array([[0, 1, 2], [3, 4, 5]], dtype=np.uint8)
+    up = geo.resize_nearest(image, (4, 6))  # rows [0, 0, 1, 1], cols [0, 0, 1, 1, 2, 2]
+    assert up.dtype == np.uint8
+    assert up.tolist() == [[0, 0, 1, 1, 2, 2]] * 2 + [[3, 3, 4, 4, 5, 5]] * 2
+    # rows floor(1/3, 1, 5/3) = [0, 1, 1], cols floor(3/4, 9/4) = [0, 2]
+    assert geo.resize_nearest(image, (3, 2)).tolist() == [[0, 2], [3, 5], [3, 5]]
+    assert geo.resize_nearest(image, (1, 1)).tolist() == [[4]]  # the centre (1, 1.5) -> (1, 1)
+    rgb = np.stack([image, image + 10], axis=-1)  # (H, W, K): channels travel together
+    assert geo.resize_nearest(rgb, (1, 3)).tolist() == [[[3, 13], [4, 14], [5, 15]]]
+    assert geo.resize_nearest(image, (2, 3)).tolist() == image.tolist()
+
+
 def test_image_mask_edge_cases() -> None:
     w, h = 4, 3
     uv = np.array([
@@ -407,100 +421,3 @@ def test_interpolate_pose_takes_the_shortest_arc() -> None:
     pose1 = geo.make_transform(yaw_matrix(math.radians(-170.0)), np.zeros(3))
     mid = geo.interpolate_pose(0.5, 0.0, pose0, 1.0, pose1)
     assert abs(math.degrees(yaw_of(mid))) == pytest.approx(180.0)
-
-
-# ---- voxelization -----------------------------------------------------------------------------
-def brute_force_groups(points: np.ndarray, size: np.ndarray, origin: np.ndarray
-                       ) -> dict[tuple[int, ...], list[int]]:
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, p in enumerate(points):
-        key = tuple((math.floor((p[a] - origin[a]) / size[a])) for a in range(3))
-        groups.setdefault(key, []).append(i)
-    return groups
-
-
-@SETTINGS
-@given(
-    arrays(np.float64, st.tuples(st.integers(0, 60), st.just(3)),
-           elements=st.floats(-5.0, 5.0, allow_nan=False)),
-    st.floats(0.05, 2.0),
-    arrays(np.float64, (3,), elements=st.floats(-1.0, 1.0)),
-)
-def test_voxelize_inverse_reconstructs_points(points: np.ndarray, size: float,
-                                              origin: np.ndarray) -> None:
-    vox = geo.voxelize(points, size, origin)
-    n = len(points)
-    assert vox.coords.dtype == np.int32 and vox.coords.shape == (vox.num_voxels, 3)
-    assert vox.inverse.dtype == vox.counts.dtype == vox.first.dtype == np.int64
-    np.testing.assert_array_equal(np.floor((points - origin) / size), vox.coords[vox.inverse])
-    assert vox.counts.sum() == n
-    np.testing.assert_array_equal(np.bincount(vox.inverse, minlength=vox.num_voxels), vox.counts)
-    assert len({tuple(c) for c in vox.coords.tolist()}) == vox.num_voxels
-    assert vox.coords.tolist() == sorted(vox.coords.tolist())  # lexicographic (linear key) order
-    groups = brute_force_groups(points, np.full(3, size), origin)
-    assert vox.num_voxels == len(groups)
-    for v, c in enumerate(vox.coords.tolist()):
-        assert vox.first[v] == min(groups[tuple(c)])
-
-
-def test_voxelize_per_axis_size_and_negative_coordinates() -> None:
-    points = np.array([[-0.05, 0.0, 0.29], [0.05, -0.001, 0.31], [-0.09, 0.0, 0.0]])
-    vox = geo.voxelize(points, [0.1, 0.2, 0.3])
-    assert vox.coords.tolist() == [[-1, 0, 0], [0, -1, 1]]
-    assert vox.inverse.tolist() == [0, 1, 0]
-    assert vox.counts.tolist() == [2, 1] and vox.first.tolist() == [0, 1]
-    empty = geo.voxelize(np.zeros((0, 3)), 0.1)
-    assert empty.num_voxels == 0 and empty.coords.shape == (0, 3) and empty.inverse.shape == (0,)
-    assert geo.reduce_by_voxel(np.zeros((0, 4)), empty).shape == (0, 4)
-
-
-@pytest.mark.parametrize("op", geo.REDUCE_OPS)
-@pytest.mark.parametrize("features_shape", [(300, 4), (300,)])
-def test_reduce_by_voxel_matches_brute_force(op: str, features_shape: tuple[int, ...]) -> None:
-    rng = np.random.default_rng(RNG_SEED)
-    points = rng.uniform(-1.0, 1.0, size=(300, 3))
-    features = rng.normal(size=features_shape).astype(np.float32)
-    size, origin = np.array([0.5, 0.4, 0.7]), np.array([0.1, -0.2, 0.05])
-    vox = geo.voxelize(points, size, origin)
-    out = geo.reduce_by_voxel(features, vox, op)
-    assert out.shape == (vox.num_voxels, *features_shape[1:]) and out.dtype == np.float32
-    reducers = {"mean": lambda f: f.astype(np.float64).mean(axis=0), "first": lambda f: f[0],
-                "sum": lambda f: f.astype(np.float64).sum(axis=0),
-                "max": lambda f: f.max(axis=0), "min": lambda f: f.min(axis=0)}
-    groups = brute_force_groups(points, size, origin)
-    for v, c in enumerate(vox.coords.tolist()):
-        expected = reducers[op](features[groups[tuple(c)]])
-        np.testing.assert_allclose(out[v], expected, rtol=1e-6, atol=1e-6)
-
-
-def test_reduce_by_voxel_integer_features() -> None:
-    points = np.array([[0.1, 0.1, 0.1], [0.2, 0.2, 0.2], [5.0, 5.0, 5.0]])
-    vox = geo.voxelize(points, 1.0)
-    labels = np.array([3, 4, 7], dtype=np.uint8)
-    assert geo.reduce_by_voxel(labels, vox, "sum").tolist() == [7, 7]
-    assert geo.reduce_by_voxel(labels, vox, "sum").dtype == np.int64
-    assert geo.reduce_by_voxel(labels, vox, "mean").tolist() == [3.5, 7.0]
-    assert geo.reduce_by_voxel(labels, vox, "max").dtype == np.uint8
-    assert geo.reduce_by_voxel(labels, vox, "first").tolist() == [3, 7]
-
-
-def test_voxel_errors() -> None:
-    points = np.random.default_rng(0).normal(size=(10, 3))
-    bad = points.copy()
-    bad[2, 1], bad[7, 0] = np.nan, np.inf
-    with pytest.raises(ValueError, match="found 2 row"):
-        geo.voxelize(bad, 0.1)
-    for size in (0.0, -0.1, np.nan, [0.1, 0.0, 0.1]):
-        with pytest.raises(ValueError, match="voxel_size must be finite, > 0"):
-            geo.voxelize(points, size)
-    with pytest.raises(ValueError, match=r"scalar or shape \(3,\), found shape \(2,\)"):
-        geo.voxelize(points, [0.1, 0.1])
-    with pytest.raises(ValueError, match=r"points must have shape \(N, 3\), found \(10, 2\)"):
-        geo.voxelize(points[:, :2], 0.1)
-    with pytest.raises(ValueError, match="int32"):
-        geo.voxelize(points * 1e9, 1e-3)
-    vox = geo.voxelize(points, 0.5)
-    with pytest.raises(ValueError, match=r"'mean', 'sum', 'max', 'min', 'first'"):
-        geo.reduce_by_voxel(points, vox, "median")
-    with pytest.raises(ValueError, match=r"features must have shape \(10,\) or \(10, C\)"):
-        geo.reduce_by_voxel(points[:5], vox)

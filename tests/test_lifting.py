@@ -32,6 +32,7 @@ from cns_ros.teachers.lifting import (
     keyframe_cameras,
     keyframe_pairs,
     lift_labels,
+    paired_mask,
 )
 from cns_ros.teachers.simulated import SimulatedClip, SyntheticGroundTruth
 from cns_ros.vocabulary import lidarseg16_to_train, lidarseg32_to_16
@@ -238,6 +239,16 @@ def test_unpaired_points_get_ignore_and_zero_confidence(world):
     unpaired = ~pairs.paired_mask()
     assert unpaired.sum() > 100
     assert np.all(fused.labels[unpaired] == 255) and np.all(fused.confidence[unpaired] == 0)
+
+
+def test_paired_mask_marks_points_with_a_pair_among_the_first_m():
+    """Pairs of points 3, 0, 3 (two views) and 7: among 5 points, 0 and 3 are paired and the
+    pair of point 7 (beyond the first 5, e.g. a previous sweep) is left out."""
+    pairs = np.array([3, 0, 3, 7], dtype=np.int32)
+    assert paired_mask(pairs, 5).tolist() == [True, False, False, True, False]
+    assert np.flatnonzero(paired_mask(pairs, 9)).tolist() == [0, 3, 7]
+    assert paired_mask(np.zeros(0, dtype=np.int32), 3).tolist() == [False] * 3
+    assert paired_mask(pairs, 0).shape == (0,)
 
 
 def test_occlusion_check_drops_hidden_points():

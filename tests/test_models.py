@@ -34,6 +34,8 @@ from cns_ros.models.image_net import (  # noqa: E402
     BackboneCheckpointError,
     DeepLabV3Config,
     MissingBackboneWeightsError,
+    label_image,
+    normalize_images,
 )
 from cns_ros.models.minkunet import assemble_point_features  # noqa: E402
 from cns_ros.models.sparse import (  # noqa: E402
@@ -210,6 +212,38 @@ def test_text_classifier_is_data_not_a_layer():
     assert clf(image, dim=1).shape == (2, 3, 5, 6)
     with pytest.raises(ValueError, match=r'\(C >= 1, 4\)'):
         clf.set_text_embeddings(torch.zeros(3, 5))
+
+
+def test_normalize_images_uses_the_imagenet_statistics():
+    """torchvision's ImageNet statistics (RGB mean 0.485, 0.456, 0.406; std 0.229, 0.224,
+    0.225): the mean maps to 0, mean + std to 1, black to -mean / std."""
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    images = torch.tensor([[mean, [m + s for m, s in zip(mean, std, strict=True)],
+                            [0.0, 0.0, 0.0]]], dtype=torch.float64).permute(0, 2, 1)[..., None]
+    out = normalize_images(images)  # (1, 3, 3 pixels, 1)
+    assert out.shape == (1, 3, 3, 1) and out.dtype == torch.float64
+    expected = [[0.0, 1.0, -0.485 / 0.229], [0.0, 1.0, -0.456 / 0.224],
+                [0.0, 1.0, -0.406 / 0.225]]
+    np.testing.assert_allclose(out[0, :, :, 0].numpy(), expected, atol=1e-12)
+
+
+def test_label_image_takes_the_argmax_then_resizes_the_labels():
+    """(C, h, w) logits -> uint8 labels: argmax per pixel (first maximum on ties), ids >= 255
+    -> 255, then each output pixel takes the label of the input pixel under its centre."""
+    logits = torch.zeros(3, 2, 2)
+    logits[1, 0, 0] = 1.0                        # label 1
+    logits[2, 0, 1] = 2.0                        # label 2
+    logits[:, 1, 0] = torch.tensor([5.0, 5.0, 0.0])  # tie of 0 and 1 -> 0
+    logits[0, 1, 1] = -1.0                       # 1 and 2 tie at 0 -> 1
+    same = label_image(logits, (2, 2))
+    assert same.dtype == np.uint8 and same.tolist() == [[1, 2], [0, 1]]
+    assert label_image(logits, (4, 2)).tolist() == [[1, 2], [1, 2], [0, 1], [0, 1]]
+    assert label_image(logits, (1, 1)).tolist() == [[1]]  # centre (1, 1) of a 2 x 2 map
+    many = torch.zeros(300, 1, 2)
+    many[299, 0, 0], many[7, 0, 1] = 1.0, 1.0
+    assert label_image(many, (1, 2)).tolist() == [[255, 7]]
+    with pytest.raises(ValueError, match='shape'):
+        label_image(logits[None], (2, 2))
 
 
 def test_sam_projection_heads_shapes():

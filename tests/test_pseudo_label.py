@@ -212,3 +212,16 @@ def test_confusion_iou_and_miou():
     assert scores['classes']['d']['iou'] is None and scores['accuracy'] == pytest.approx(4 / 6)
     with pytest.raises(ValueError):
         confusion_matrix([5], [0], num_classes=4)
+
+
+def test_iou_per_class_scores_absent_classes_by_convention():
+    """gt [0, 0, 1], pred [0, 3, 1], 4 classes: class 0 IoU 1 / 2, class 1 1 / 1, class 2
+    neither in gt nor predicted, class 3 predicted once but absent from the gt: NaN when only
+    classes with support are scored, 0 / 1 = 0 under the devkit's union convention."""
+    conf = confusion_matrix([0, 0, 1], [0, 3, 1], num_classes=4)
+    present = iou_per_class(conf)
+    union = iou_per_class(conf, nan_if='no_union')
+    np.testing.assert_array_equal(present, [0.5, 1.0, np.nan, np.nan])
+    np.testing.assert_array_equal(union, [0.5, 1.0, np.nan, 0.0])
+    with pytest.raises(ValueError, match='nan_if'):
+        iou_per_class(conf, nan_if='absent')

@@ -30,7 +30,6 @@ from cns_ros.segmenter import (  # noqa: E402
     VocabularyUpdateError,
     parse_vocabulary_entries,
     resolve_device,
-    voxelize_one,
 )
 from cns_ros.training.bundle_format import BundleError, load_bundle  # noqa: E402
 from cns_ros.training.bundle_networks import load_bundle_networks  # noqa: E402
@@ -221,66 +220,6 @@ def test_missing_columns_are_zeros(segmenter):
     np.testing.assert_array_equal(result.labels, zeros.labels)
     with pytest.raises(ValueError, match='rows'):
         segmenter.segment(xyz, {'intensity': np.zeros(5)})
-
-
-@pytest.mark.parametrize('voxel_size', [0.05, 0.5, 2.0, 0.003])
-def test_voxelize_one_equals_voxelize_batch(voxel_size):
-    """The node's voxelization (int32 keys, float64 coordinate recovery; int64 keys for grids
-    of 2^31 cells or more: voxel 0.05 and 0.003 m here) gives the training-side
-    voxelize_batch's batch, bit for bit and dtype for dtype, and geometry.voxelize's voxels."""
-    from cns_ros.geometry import voxelize
-    from cns_ros.segmenter_ops import _voxel_keys
-
-    xyz, columns = sweep(3000, seed=4, scale=30.0)
-    xyz[:50] = xyz[50:100]  # shared voxels at every size
-    points = torch.from_numpy(xyz)
-    features = assemble_point_features(columns, ['intensity', 'ring'])
-    ours = voxelize_one(points, features, voxel_size)
-    reference = voxelize_batch([points], [features], voxel_size, shape_multiple=16)
-    for name in ('coords', 'features', 'inverse', 'point_offsets', 'voxel_offsets',
-                 'origin_index'):
-        mine, theirs = getattr(ours, name), getattr(reference, name)
-        assert mine.dtype == theirs.dtype and mine.shape == theirs.shape, name
-        assert torch.equal(mine, theirs), name
-    assert ours.spatial_shape == reference.spatial_shape
-    assert ours.voxel_size == reference.voxel_size
-    key, _, extent = _voxel_keys(points, voxel_size)
-    assert key.dtype == (torch.int32 if np.prod(extent) < 2**31 else torch.int64)
-    if voxel_size in (0.5, 0.003):  # both key types are exercised
-        assert key.dtype == (torch.int32 if voxel_size == 0.5 else torch.int64)
-    voxels = voxelize(xyz, voxel_size)  # numpy reference: absolute indices, np.unique
-    absolute = ours.coords[:, 1:].long() + ours.origin_index
-    np.testing.assert_array_equal(absolute.numpy(), voxels.coords)
-    np.testing.assert_array_equal(ours.inverse.numpy(), voxels.inverse)
-
-
-def test_voxelize_one_on_a_lidar_sweep_and_bad_input():
-    """A nuScenes-layout sweep (ground, walls, 0.1 m voxels: what the node sees) matches
-    voxelize_batch; non-finite or far-spread points raise ValueError instead of a bad grid."""
-    rng = np.random.default_rng(0)
-    elevation = np.radians(np.linspace(-30.0, 10.0, 32))[:, None]
-    azimuth = np.linspace(-np.pi, np.pi, 1080, endpoint=False)[None, :]
-    ranges = np.minimum(1.84 / np.tan(-np.minimum(elevation, -1e-3)), 30.0) \
-        + rng.normal(0, 0.02, (32, 1080))
-    xyz = np.stack([ranges * np.cos(elevation) * np.cos(azimuth),
-                    ranges * np.cos(elevation) * np.sin(azimuth),
-                    ranges * np.sin(elevation)], -1).reshape(-1, 3).astype(np.float32)
-    points = torch.from_numpy(xyz)
-    features = torch.from_numpy(rng.random((len(xyz), 2)).astype(np.float32))
-    ours = voxelize_one(points, features, 0.1)
-    reference = voxelize_batch([points], [features], 0.1, shape_multiple=16)
-    assert 1000 < ours.num_voxels < len(xyz)
-    for name in ('coords', 'features', 'inverse', 'origin_index'):
-        assert torch.equal(getattr(ours, name), getattr(reference, name)), name
-    for bad in (np.nan, np.inf):
-        broken = xyz.copy()
-        broken[7, 1] = bad
-        with pytest.raises(ValueError, match='extent'):
-            voxelize_one(torch.from_numpy(broken), features, 0.1)
-    far = xyz.copy()
-    far[0] = 1e12
-    with pytest.raises(ValueError, match='too large'):
-        voxelize_one(torch.from_numpy(far), features, 0.1)
 
 
 def test_host_labels_and_confidences_equal_the_plain_formula():

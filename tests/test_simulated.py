@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from fixtures_synthetic import small_synthetic_nuscenes
 
+from cns_ros.geometry import resize_nearest
 from cns_ros.teachers.refine import refine_labels
 from cns_ros.teachers.sam import SamMasks, valid_embedding_size
 from cns_ros.teachers.simulated import (
@@ -17,7 +18,6 @@ from cns_ros.teachers.simulated import (
     SyntheticGroundTruth,
     clip_like_confusion,
     regions,
-    resize_nearest,
     simulated_preset,
 )
 from cns_ros.vocabulary import nuscenes16

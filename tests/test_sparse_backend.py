@@ -30,13 +30,13 @@ pytest.importorskip('spconv')
 import torch.nn.functional as F  # noqa: E402, N812
 from torch.func import functional_call  # noqa: E402
 
-from cns_ros import geometry  # noqa: E402
 from cns_ros.models.layout import from_backend_layout, to_backend_layout  # noqa: E402
 from cns_ros.models.sparse import (  # noqa: E402
     devoxelize,
     get_backend,
     resolve_backend,
     voxelize_batch,
+    voxelize_cloud,
 )
 
 SHAPE = (8, 8, 8)
@@ -171,40 +171,146 @@ def test_backend_tensor_makes_column_major_indices_row_major(spconv_backend):
     assert len(out.indices) == 8  # 2 with the column-major tensor passed as is
 
 
-def test_voxelize_batch_matches_geometry_voxelize():
-    rng = np.random.default_rng(0)
-    clouds = [rng.uniform(-5, 5, (400, 3)), rng.uniform(0, 2, (150, 3)), np.zeros((0, 3))]
-    feats = [rng.normal(size=(len(c), 2)) for c in clouds]
-    batch = voxelize_batch([torch.from_numpy(c) for c in clouds],
-                           [torch.from_numpy(f) for f in feats], 0.5)
-    assert batch.batch_size == 3 and batch.coords.dtype == torch.int32
-    assert batch.inverse.dtype == torch.int64 and len(batch.inverse) == 550
-    assert all(s % 16 == 0 for s in batch.spatial_shape)
-    for b, (cloud, feat) in enumerate(zip(clouds[:2], feats[:2], strict=True)):
-        ref = geometry.voxelize(cloud, 0.5)
-        v0, v1 = batch.voxel_offsets[b:b + 2].tolist()
-        p0, p1 = batch.point_offsets[b:b + 2].tolist()
-        coords = batch.coords[v0:v1].numpy()
-        assert (coords[:, 0] == b).all()
-        np.testing.assert_array_equal(coords[:, 1:], ref.coords - ref.coords.min(0))
-        np.testing.assert_array_equal(batch.inverse[p0:p1].numpy() - v0, ref.inverse)
-        np.testing.assert_allclose(batch.features[v0:v1].numpy(),
-                                   geometry.reduce_by_voxel(feat, ref), atol=1e-12)
-        np.testing.assert_array_equal(batch.origin_index[b].numpy(), ref.coords.min(0))
-    assert batch.voxel_offsets[-1] == batch.voxel_offsets[-2]  # the empty cloud has no voxels
+# --- voxelization: voxelize_cloud (the one implementation) and voxelize_batch -------------
+
+def _brute_force_voxels(xyz: np.ndarray, voxel_size: float
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(absolute voxel indices (V, 3) in lexicographic order, inverse (N,), counts (V,)) by
+    numpy's row-wise unique of floor(float64(p) / voxel_size): independent of the torch code."""
+    idx = np.floor(xyz.astype(np.float64) / voxel_size).astype(np.int64)
+    voxels, inverse, counts = np.unique(idx, axis=0, return_inverse=True, return_counts=True)
+    return voxels, inverse.reshape(-1), counts
 
 
-def test_voxelize_batch_global_origin_and_devoxelize():
-    pts = [torch.tensor([[0.05, 0.0, 0.0], [0.09, 0.01, 0.0], [1.0, 1.0, 1.0]]),
-           torch.tensor([[-1.0, 0.0, 0.0]])]
-    feats = [torch.tensor([[1.0], [3.0], [5.0]]), torch.tensor([[7.0]])]
-    batch = voxelize_batch(pts, feats, 0.1, per_sample_origin=False)
-    assert batch.origin_index.tolist() == [[-10, 0, 0], [-10, 0, 0]]
-    assert batch.inverse[0] == batch.inverse[1]
-    per_point = devoxelize(batch.features, batch.inverse)
-    assert per_point[:, 0].tolist() == [2.0, 2.0, 5.0, 7.0]
+def _lidar_sweep(seed: int = 0) -> np.ndarray:
+    """A nuScenes-layout sweep: 32 beams x 1080 azimuths over a ground plane, (34560, 3)."""
+    rng = np.random.default_rng(seed)
+    elevation = np.radians(np.linspace(-30.0, 10.0, 32))[:, None]
+    azimuth = np.linspace(-np.pi, np.pi, 1080, endpoint=False)[None, :]
+    ranges = np.minimum(1.84 / np.tan(-np.minimum(elevation, -1e-3)), 30.0) \
+        + rng.normal(0, 0.02, (32, 1080))
+    return np.stack([ranges * np.cos(elevation) * np.cos(azimuth),
+                     ranges * np.cos(elevation) * np.sin(azimuth),
+                     ranges * np.sin(elevation)], -1).reshape(-1, 3).astype(np.float32)
+
+
+def test_voxelize_cloud_on_hand_computed_points():
+    """0.5 m voxels: indices (0,0,0) (-1,0,0) (0,0,0) (2,-2,0) (-1,1,0); from the minimum
+    (-1,-2,0): (1,2,0) (0,2,0) (1,2,0) (3,0,0) (0,3,0), in lexicographic order (0,2,0) (0,3,0)
+    (1,2,0) (3,0,0)."""
+    points = torch.tensor([[0.1, 0.2, 0.3], [-0.1, 0.0, 0.0], [0.4, 0.4, 0.4],
+                           [1.2, -0.6, 0.0], [-0.1, 0.9, 0.0]])
+    voxels = voxelize_cloud(points, 0.5, batch_index=3)
+    assert voxels.coords.dtype == torch.int32 and voxels.inverse.dtype == torch.int64
+    assert voxels.coords.tolist() == [[3, 0, 2, 0], [3, 0, 3, 0], [3, 1, 2, 0], [3, 3, 0, 0]]
+    assert voxels.inverse.tolist() == [2, 0, 2, 3, 1]
+    assert voxels.counts.tolist() == [1, 1, 2, 1] and voxels.counts.dtype == torch.int64
+    assert voxels.origin_index.tolist() == [-1, -2, 0] and voxels.extent == (4, 4, 1)
+
+
+def test_voxelize_cloud_voxels_are_half_open():
+    """x = -0.25, -1e-7, 0, 0.2499999 (float32), 0.25 at 0.25 m: indices -1, -1, 0, 0, 1."""
+    x = [-0.25, -1e-7, 0.0, 0.2499999, 0.25]
+    points = torch.tensor([[v, 0.0, 0.0] for v in x], dtype=torch.float32)
+    voxels = voxelize_cloud(points, 0.25)
+    assert voxels.coords[:, 1].tolist() == [0, 1, 2] and voxels.origin_index.tolist() == [-1, 0, 0]
+    assert voxels.inverse.tolist() == [0, 0, 1, 1, 2] and voxels.counts.tolist() == [2, 2, 1]
+    empty = voxelize_cloud(torch.zeros((0, 3)), 0.25)
+    assert empty.coords.shape == (0, 4) and empty.inverse.shape == (0,)
+    assert empty.extent == (0, 0, 0) and empty.origin_index.tolist() == [0, 0, 0]
+
+
+@pytest.mark.parametrize('voxel_size', [0.05, 0.5, 2.0, 0.003])
+def test_voxelize_cloud_matches_a_brute_force_grouping(voxel_size):
+    """3000 points over 60 m (50 of them sharing voxels) against numpy's row-wise unique; at
+    0.003 m the grid has >= 2^31 cells (int64 keys), at 0.5 m fewer (int32 keys)."""
+    rng = np.random.default_rng(4)
+    xyz = (rng.standard_normal((3000, 3)) * [30.0, 30.0, 1.0]).astype(np.float32)
+    xyz[:50] = xyz[50:100]
+    voxels = voxelize_cloud(torch.from_numpy(xyz), voxel_size)
+    reference, inverse, counts = _brute_force_voxels(xyz, voxel_size)
+    absolute = voxels.coords[:, 1:].long() + voxels.origin_index
+    np.testing.assert_array_equal(absolute.numpy(), reference)
+    np.testing.assert_array_equal(voxels.inverse.numpy(), inverse)
+    np.testing.assert_array_equal(voxels.counts.numpy(), counts)
+    assert voxels.origin_index.tolist() == reference.min(0).tolist()
+    assert list(voxels.extent) == (reference.max(0) - reference.min(0) + 1).tolist()
+    cells = np.prod(voxels.extent, dtype=np.float64)
+    if voxel_size in (0.5, 0.003):
+        assert (cells >= 2**31) == (voxel_size == 0.003)
+
+
+def test_voxelize_cloud_on_a_lidar_sweep():
+    """The node's input (a nuScenes-layout sweep, 0.1 m voxels) against the brute force."""
+    xyz = _lidar_sweep()
+    voxels = voxelize_cloud(torch.from_numpy(xyz), 0.1)
+    reference, inverse, counts = _brute_force_voxels(xyz, 0.1)
+    assert 1000 < len(reference) < len(xyz)
+    np.testing.assert_array_equal((voxels.coords[:, 1:].long() + voxels.origin_index).numpy(),
+                                  reference)
+    np.testing.assert_array_equal(voxels.inverse.numpy(), inverse)
+    np.testing.assert_array_equal(voxels.counts.numpy(), counts)
+
+
+def test_voxelize_cloud_refuses_bad_input():
+    xyz = _lidar_sweep()[:100]
+    for bad in (np.nan, np.inf, -np.inf):
+        broken = xyz.copy()
+        broken[7, 1] = bad
+        broken[9, 0] = bad
+        with pytest.raises(ValueError, match='2 non-finite points'):
+            voxelize_cloud(torch.from_numpy(broken), 0.1)
+    far = xyz.copy()
+    far[0] = 1e12
+    with pytest.raises(ValueError, match='too large'):
+        voxelize_cloud(torch.from_numpy(far), 0.1)
+    for size in (0.0, -0.1, float('nan'), float('inf')):
+        with pytest.raises(ValueError, match='voxel_size'):
+            voxelize_cloud(torch.from_numpy(xyz), size)
+    with pytest.raises(ValueError, match=r'shape \(N, 3\)'):
+        voxelize_cloud(torch.from_numpy(xyz[:, :2]), 0.1)
+
+
+def _three_clouds() -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """At 0.5 m: cloud 0 has voxels (0,0,0) [2 points] and (2,1,0); cloud 1 is empty; cloud 2
+    has voxels (-1,4,0) and (1,5,-1), i.e. (0,0,1) and (2,1,0) from its minimum (-1,4,-1)."""
+    points = [torch.tensor([[0.1, 0.1, 0.1], [0.4, 0.2, 0.3], [1.2, 0.7, 0.1]]),
+              torch.zeros((0, 3)),
+              torch.tensor([[-0.3, 2.1, 0.0], [0.6, 2.6, -0.1]])]
+    features = [torch.tensor([[1.0, 10.0], [3.0, 20.0], [5.0, 30.0]]), torch.zeros((0, 2)),
+                torch.tensor([[7.0, 0.0], [9.0, 4.0]])]
+    return points, features
+
+
+def test_voxelize_batch_stacks_the_clouds_with_mean_features():
+    points, features = _three_clouds()
+    batch = voxelize_batch(points, features, 0.5, shape_multiple=2)
+    assert batch.coords.tolist() == [[0, 0, 0, 0], [0, 2, 1, 0], [2, 0, 0, 1], [2, 2, 1, 0]]
+    assert batch.inverse.tolist() == [0, 0, 1, 2, 3] and batch.inverse.dtype == torch.int64
+    assert batch.features.tolist() == [[2.0, 15.0], [5.0, 30.0], [7.0, 0.0], [9.0, 4.0]]
+    assert batch.point_offsets.tolist() == [0, 3, 3, 5]
+    assert batch.voxel_offsets.tolist() == [0, 2, 2, 4]
+    assert batch.origin_index.tolist() == [[0, 0, 0], [0, 0, 0], [-1, 4, -1]]
+    assert batch.spatial_shape == (4, 2, 2)  # extents (3, 2, 1) and (3, 2, 2), rounded up to 2
+    assert voxelize_batch(points, features, 0.5).spatial_shape == (16, 16, 16)
+    assert devoxelize(batch.features, batch.inverse)[:, 0].tolist() == [2.0, 2.0, 5.0, 7.0, 9.0]
+    one = voxelize_batch(points[:1], features[:1], 0.5)  # the live node's batch of one
+    assert one.coords.tolist() == [[0, 0, 0, 0], [0, 2, 1, 0]] and one.batch_size == 1
     with pytest.raises(ValueError, match='non-finite'):
         voxelize_batch([torch.tensor([[float('nan'), 0.0, 0.0]])], [torch.zeros(1, 1)], 0.1)
+    with pytest.raises(ValueError, match='one features tensor per point cloud'):
+        voxelize_batch(points, features[:2], 0.5)
+
+
+def test_voxelize_batch_global_origin():
+    """per_sample_origin=False: every cloud counted from the batch minimum (-1, 0, -1), so
+    cloud 0 moves by (1, 0, 1) and cloud 2 by (0, 4, 0); voxels and inverse maps stay."""
+    points, features = _three_clouds()
+    batch = voxelize_batch(points, features, 0.5, per_sample_origin=False, shape_multiple=2)
+    assert batch.coords.tolist() == [[0, 1, 0, 1], [0, 3, 1, 1], [2, 0, 4, 1], [2, 2, 5, 0]]
+    assert batch.origin_index.tolist() == [[-1, 0, -1]] * 3
+    assert batch.inverse.tolist() == [0, 0, 1, 2, 3]
+    assert batch.spatial_shape == (4, 6, 2)  # extents (4, 2, 2) and (3, 6, 2)
 
 
 def test_layout_round_trips_and_torchsparse_offset_order():

@@ -132,9 +132,12 @@ def test_dataset_pairs_sweeps_and_augmentation(world):
     assert np.ptp(ratio[radius_a > 1]) < 1e-3 and 0.95 <= np.median(ratio) <= 1.05
     assert np.array_equal(augmented[(0, 2)]['points'], b['points'])       # a function of the key
     assert not np.array_equal(augmented[(1, 2)]['points'], b['points'])   # another epoch
-    # the super-voxels come from the un-augmented cloud
-    from cns_ros.geometry import voxelize
-    np.testing.assert_array_equal(b['grid'], voxelize(a['points'][:, :3], 0.1).inverse)
+    # the super-voxels come from the un-augmented cloud: grid ids are the rows of the sorted
+    # unique 0.1 m voxel indices floor(p / 0.1) (numpy's row-wise unique, lexicographic)
+    cells = np.floor(a['points'][:, :3].astype(np.float64) / 0.1)
+    _, expected = np.unique(cells, axis=0, return_inverse=True)
+    np.testing.assert_array_equal(b['grid'], expected.reshape(-1))
+    assert b['grid'].dtype == np.int64
     keyframe_only = CachedKeyframes(DataConfig(**{**base.__dict__, 'num_sweeps': 0}), seed=1)
     c = keyframe_only[(0, 2)]
     assert set(np.unique(c['sweep'])) == {0} and c['pair_point'].max() < len(c['points'])
@@ -271,6 +274,68 @@ def _devkit_class_counts(dataroot: Path, split: str) -> np.ndarray:
             raw = np.fromfile(Path(dataroot) / record['filename'], dtype=np.uint8)
             counts += np.bincount(mapper.convert_label(raw), minlength=17)
     return counts[1:]  # index 0 of the devkit's classes is 'ignore'
+
+
+class _Batch:
+    def to(self, device: torch.device) -> _Batch:
+        return self
+
+
+class _RaisesAtStep(torch.nn.Module):
+    """A method whose loss is its one weight squared, and whose forward raises at step 2."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(1))
+
+    def forward(self, batch: _Batch, progress):
+        from cns_ros.training.loop import LossOutput
+
+        if progress.step == 2:
+            raise RuntimeError('loss failed at step 2')
+        return LossOutput(total=(self.weight ** 2).sum())
+
+
+def test_fit_closes_its_writer_and_progress_bar_when_training_raises(tmp_path, monkeypatch):
+    """Step 2 of 5 raises: fit propagates the error after closing the TensorBoard writer and
+    the progress bar (both recorded by subclasses of the real classes), with steps 0 and 1 in
+    the history and their event file complete."""
+    import torch.utils.tensorboard
+    import tqdm
+
+    from cns_ros.training import data
+    from cns_ros.training.loop import DistContext, fit
+
+    closed = []
+
+    class Writer(torch.utils.tensorboard.SummaryWriter):
+        def close(self):
+            closed.append('writer')
+            super().close()
+
+    class Bar(tqdm.tqdm):
+        def close(self):
+            closed.append('bar')
+            super().close()
+
+    monkeypatch.setattr(torch.utils.tensorboard, 'SummaryWriter', Writer)
+    monkeypatch.setattr(tqdm, 'tqdm', Bar)
+    monkeypatch.setattr(data, 'make_loader', lambda *args, **kwargs: [_Batch()] * 5)
+    config = load_config(None, ['schedule.steps=5', 'data.batch_size=1', 'log.log_every=1',
+                                'log.progress=false'])
+    try:
+        fit(_RaisesAtStep(), [0] * 5, config, tmp_path, context=DistContext())
+    except RuntimeError as exc:  # fit's frames (and its writer and bar) are still alive here,
+        assert 'at step 2' in str(exc)  # so no garbage collection closed them
+        assert set(closed) == {'bar', 'writer'}
+    else:
+        pytest.fail('fit did not raise')
+    assert [row['step'] for row in _history(tmp_path)] == [0, 1]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / 'tensorboard'))
+    events.Reload()
+    assert [e.step for e in events.Scalars('loss/total')] == [0, 1]
 
 
 def test_missing_cache_or_dataroot_are_clear_errors(world, tmp_path, capsys):

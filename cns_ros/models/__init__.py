@@ -2,13 +2,15 @@
 
 Modules (each imports torch itself; importing this package is cheap):
 
-- ``sparse``: voxelization (:func:`~cns_ros.models.sparse.voxelize_batch`), devoxelization,
+- ``sparse``: the package's one voxelization (:func:`~cns_ros.models.sparse.voxelize_cloud`,
+  batched by :func:`~cns_ros.models.sparse.voxelize_batch`), devoxelization,
   backend selection ('spconv' default, 'torchsparse' when importable) and the
   backend-neutral sparse convolution and state-dict conversion.
 - ``backends``: the spconv and torchsparse adapters (and spconv's CPU fixes).
 - ``layout``: the backend-neutral kernel layout of checkpoints and bundles.
 - ``minkunet``: MinkUNet14A / 18A / Res16UNet34C with per-point text-space outputs.
-- ``image_net``: DeepLabV3-ResNet50 with a text-space head.
+- ``image_net``: DeepLabV3-ResNet50 with a text-space head, its ImageNet input normalisation
+  and the logits -> label image step shared by the live node and offline evaluation.
 - ``heads``: the text classifier (vocabulary as data) and the SAM projections (K_f = 64).
 - ``build``: ``MODEL_BUILDERS`` (name -> builder taking a typed config) and ``build_model``.
 """

@@ -271,6 +271,7 @@ def evaluate(root: str | os.PathLike[str], nusc: Any, samples: Sequence[tuple[st
     """
     from cns_ros.data.nuscenes import lidarseg16_table, read_lidarseg16
     from cns_ros.metrics import confusion_matrix, summary
+    from cns_ros.teachers.lifting import paired_mask
     from cns_ros.vocabulary import lidarseg16_to_train, nuscenes16
 
     table, confusion = lidarseg16_table(nusc), np.zeros((16, 17), dtype=np.int64)
@@ -282,8 +283,7 @@ def evaluate(root: str | os.PathLike[str], nusc: Any, samples: Sequence[tuple[st
         if gt16 is None or not path.is_file():
             continue
         item, m = read_keyframe(path), len(gt16)
-        paired = np.zeros(m, dtype=bool)
-        paired[item.pair_point[item.pair_point < m]] = True
+        paired = paired_mask(item.pair_point, m)
         gt = lidarseg16_to_train(gt16)
         confusion += confusion_matrix(gt[paired], item.labels[:m][paired], 16)
         counts['total'] += m

@@ -153,10 +153,26 @@ class PointPixelPairs:
         return int(self.point.shape[0])
 
     def paired_mask(self) -> NDArray[np.bool_]:
-        """bool (N,): True for points with at least one pair."""
-        mask = np.zeros(self.num_points, dtype=bool)
-        mask[self.point] = True
-        return mask
+        """bool (N,): True for points with at least one pair (:func:`paired_mask`)."""
+        return paired_mask(self.point, self.num_points)
+
+
+def paired_mask(pair_point: ArrayLike, num_points: int) -> NDArray[np.bool_]:
+    """Which of the first ``num_points`` points project to a valid pixel of >= 1 camera.
+
+    Args:
+        pair_point: Integer (P,) point index of each point <-> pixel pair, >= 0 (a cloud's
+            ``PointPixelPairs.point`` or a cache's ``pair_point``).
+        num_points: M: the mask covers points 0..M-1; pairs of points M and beyond (e.g. the
+            previous sweeps after a keyframe sweep of M points) are left out.
+
+    Returns:
+        bool (M,): True for points with at least one pair.
+    """
+    point = np.asarray(pair_point).reshape(-1)
+    mask = np.zeros(int(num_points), dtype=bool)
+    mask[point[point < num_points]] = True
+    return mask
 
 
 @dataclass(frozen=True)

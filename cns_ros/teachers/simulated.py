@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cns_ros.geometry import resize_nearest
 from cns_ros.teachers.refine import refine_labels
 from cns_ros.teachers.sam import SamMasks, valid_embedding_size
 from cns_ros.vocabulary import IGNORE_INDEX, lidarseg16_to_train, lidarseg32_to_16
@@ -221,14 +222,6 @@ def image_rng(seed: int, salt: int, key: str) -> np.random.Generator:
     """A generator determined by (seed, salt, key) only (SHA-256 of the key)."""
     digest = int.from_bytes(hashlib.sha256(key.encode('utf-8')).digest()[:8], 'little')
     return np.random.default_rng([seed, salt, digest])
-
-
-def resize_nearest(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(H, W) image resized to ``size = (H', W')``; pixel centre mapping floor((i + .5) H / H')."""
-    in_h, in_w = image.shape[:2]
-    rows = np.minimum(((np.arange(size[0]) + 0.5) * in_h / size[0]).astype(np.int64), in_h - 1)
-    cols = np.minimum(((np.arange(size[1]) + 0.5) * in_w / size[1]).astype(np.int64), in_w - 1)
-    return image[rows[:, None], cols[None, :]]
 
 
 def regions(labels: np.ndarray, instance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -124,6 +124,7 @@ def _model_document(model_name: str, options3d: Mapping[str, Any], image_model: 
                     metadata: Mapping[str, Any] | None) -> dict[str, Any]:
     """The content of ``model.yaml``; 'created' and 'cns_ros_version' added to the metadata."""
     import cns_ros
+    from cns_ros.models.image_net import IMAGENET_MEAN, IMAGENET_STD
 
     meta = plain_value({**dict(metadata or {}),
                         'created': datetime.datetime.now(datetime.timezone.utc).isoformat(
@@ -137,8 +138,8 @@ def _model_document(model_name: str, options3d: Mapping[str, Any], image_model: 
                               if k not in ('voxel_size', 'input_features')}},
         'net2d': None if options2d is None else {
             'model': image_model, 'options': options2d,
-            'input': {'color': 'RGB in [0, 1]', 'mean': [0.485, 0.456, 0.406],
-                      'std': [0.229, 0.224, 0.225]}},
+            'input': {'color': 'RGB in [0, 1]', 'mean': list(IMAGENET_MEAN),
+                      'std': list(IMAGENET_STD)}},
         'text': {'clip_model': clip_model, 'templates': str(templates),
                  'num_classes': int(emb.shape[0]), 'dim': int(emb.shape[1])},
         'metadata': meta,

@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
+from cns_ros.models.image_net import normalize_images
 from cns_ros.training.balance import ClassBalance
 from cns_ros.training.config import CNSConfig, ModelConfig
 from cns_ros.training.data import TrainBatch
@@ -53,9 +54,6 @@ from cns_ros.vocabulary import IGNORE_INDEX
 if TYPE_CHECKING:
     from cns_ros.models.sparse import SparseBatch
 
-#: ImageNet mean / std of the 2D network's input (RGB in [0, 1]).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 _WARNED: set[str] = set()
 
 
@@ -302,13 +300,6 @@ def point_input(batch: TrainBatch, model: ModelConfig) -> SparseBatch:
         raise ValueError('points must be grouped by batch element (point_element sorted)')
     return voxelize_batch(points[:, :3].split(counts), features.split(counts),
                           model.voxel_size, shape_multiple=16)
-
-
-def normalize_images(images: torch.Tensor) -> torch.Tensor:
-    """(I, 3, H, W) RGB in [0, 1] -> ImageNet-normalised input of the 2D network."""
-    mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (images - mean) / std
 
 
 def sample_sam_at_pairs(sam: torch.Tensor, batch: TrainBatch) -> torch.Tensor:

@@ -525,11 +525,6 @@ def _merge(target: dict[str, Any], update: Mapping[str, Any]) -> None:
             target[key] = value
 
 
-def apply_override(config: TrainConfig, item: str) -> TrainConfig:
-    """Apply one ``--set section.key=value`` (value parsed as YAML, then type-checked)."""
-    return config_from_dict(parse_override(item), '--set', config)
-
-
 def config_to_dict(config: Any) -> Any:
     """Plain YAML-ready data of a config (tuples as lists)."""
     if dataclasses.is_dataclass(config):

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cns_ros.geometry import voxelize
+from cns_ros.models.sparse import voxelize_cloud
 from cns_ros.teachers import cache
 from cns_ros.training.config import AugmentConfig, DataConfig
 
@@ -199,7 +199,8 @@ class CachedKeyframes(torch.utils.data.Dataset):
         keep = self._choose_sweeps(item.sweep_index, epoch, index)
         sample = self._points_and_pairs(points, item, keep)
         if self.grid_size is not None:
-            sample['grid'] = voxelize(sample['points'][:, :3], self.grid_size).inverse
+            xyz = torch.from_numpy(sample['points'][:, :3])
+            sample['grid'] = voxelize_cloud(xyz, self.grid_size).inverse.numpy()
         self._augment(sample, epoch, index)
         if self.config.images:
             sample.update(self._images(keyframe, item))

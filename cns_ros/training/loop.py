@@ -175,7 +175,11 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 class _RunLog:
-    """Rank 0's outputs: TensorBoard scalars, the per-step history file, the progress bar."""
+    """Rank 0's outputs: TensorBoard scalars, the per-step history file, the progress bar.
+
+    A context manager: leaving the ``with`` block, normally or by an exception, closes the
+    progress bar and flushes and closes the TensorBoard writer.
+    """
 
     def __init__(self, out_dir: Path, config: TrainConfig, start: int, total: int,
                  enabled: bool) -> None:
@@ -186,11 +190,21 @@ class _RunLog:
         from torch.utils.tensorboard import SummaryWriter
         from tqdm import tqdm
 
-        self.writer = SummaryWriter(log_dir=str(out_dir / 'tensorboard'), purge_step=start)
         self.history = out_dir / HISTORY_FILE
         self._truncate(start)
-        self.bar = tqdm(total=total, initial=start, unit='step', dynamic_ncols=True,
-                        disable=not config.log.progress, desc=f'train {config.method}')
+        self.writer = SummaryWriter(log_dir=str(out_dir / 'tensorboard'), purge_step=start)
+        try:
+            self.bar = tqdm(total=total, initial=start, unit='step', dynamic_ncols=True,
+                            disable=not config.log.progress, desc=f'train {config.method}')
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> _RunLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _truncate(self, start: int) -> None:
         """Drop history lines of steps >= start (left by a run killed after its checkpoint)."""
@@ -228,10 +242,14 @@ class _RunLog:
                 handle.write(json.dumps(row) + '\n')
 
     def close(self) -> None:
-        """Flush and close."""
-        if self.enabled:
-            self.bar.close()
-            self.writer.close()
+        """Close the progress bar, flush and close the writer (each once; later calls no-op)."""
+        bar, writer, self.bar, self.writer = self.bar, self.writer, None, None
+        try:
+            if bar is not None:
+                bar.close()
+        finally:
+            if writer is not None:
+                writer.close()
 
 
 def _reduce_terms(out: LossOutput, context: DistContext) -> dict[str, float]:
@@ -296,11 +314,34 @@ def _restore(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
     return int(state['step'])
 
 
+@dataclass
+class _Run:
+    """What one :func:`fit` trains: the (wrapped) model and its optimizer, schedule, scaler."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: CosineSchedule
+    scaler: torch.amp.GradScaler
+    per_epoch: int
+    total: int
+    out_dir: Path
+    config: TrainConfig
+    context: DistContext
+    extra: dict[str, Any]
+
+    def save(self, step: int) -> Path:
+        """Checkpoint after ``step`` steps (:func:`_save`)."""
+        return _save(self.out_dir, step, step // self.per_epoch, self.model, self.optimizer,
+                     self.schedule, self.scaler, self.config, self.context, self.extra)
+
+
 def fit(method: nn.Module, dataset: Any, config: TrainConfig, out_dir: str | os.PathLike[str],
         *, resume: str | os.PathLike[str] | None = None, context: DistContext | None = None,
         evaluator: Callable[[nn.Module], Mapping[str, float]] | None = None,
         extra_state: Mapping[str, Any] | None = None) -> FitResult:
     """Train ``method`` on ``dataset`` as ``config`` says; write logs and checkpoints.
+
+    The TensorBoard writer and the progress bar are closed whether training ends or raises.
 
     Args:
         method: nn.Module with ``forward(TrainBatch, Progress) -> LossOutput``.
@@ -317,10 +358,25 @@ def fit(method: nn.Module, dataset: Any, config: TrainConfig, out_dir: str | os.
     Returns:
         :class:`FitResult` with this run's per-step history.
     """
-    from cns_ros.training.data import make_loader, steps_per_epoch
-
     context = context or init_distributed('auto')
-    out_dir, device = Path(out_dir), context.device
+    run = _prepare(method, len(dataset), config, Path(out_dir), context, extra_state)
+    step = (_restore(Path(resume), run.model, run.optimizer, run.schedule, run.scaler, context)
+            if resume else 0)
+    if context.is_main:
+        save_config(config, run.out_dir / 'config.yaml')
+    with _RunLog(run.out_dir, config, step, run.total, context.is_main) as log:
+        step, saved_at = _train(run, dataset, log, evaluator, step)
+        last = run.save(step) if step != saved_at else None
+    return FitResult(steps=step, checkpoint=last or ckpt.latest_checkpoint(run.out_dir),
+                     history=log.rows)
+
+
+def _prepare(method: nn.Module, size: int, config: TrainConfig, out_dir: Path,
+             context: DistContext, extra_state: Mapping[str, Any] | None) -> _Run:
+    """The model on its device (DDP-wrapped under torchrun), optimizer, schedule, scaler."""
+    from cns_ros.training.data import steps_per_epoch
+
+    device = context.device
     model = method.to(device)
     if context.distributed:
         if config.sync_batchnorm and device.type == 'cuda':  # SyncBatchNorm is CUDA-only
@@ -328,69 +384,73 @@ def fit(method: nn.Module, dataset: Any, config: TrainConfig, out_dir: str | os.
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == 'cuda' else None,
             find_unused_parameters=True)
-    per_epoch = steps_per_epoch(len(dataset), config.data.batch_size, context.world_size)
+    per_epoch = steps_per_epoch(size, config.data.batch_size, context.world_size)
     if per_epoch < 1:
-        raise ValueError(f'{len(dataset)} keyframes cannot fill one batch of '
+        raise ValueError(f'{size} keyframes cannot fill one batch of '
                          f'{config.data.batch_size} on each of {context.world_size} processes')
     total = total_steps(config.schedule, per_epoch)
-    optimizer = build_optimizer(model.parameters(), config.optim)
-    schedule = CosineSchedule(total, config.schedule.warmup_steps, config.schedule.min_lr_ratio)
-    scaler = torch.amp.GradScaler('cuda', enabled=device.type == 'cuda' and config.amp == 'fp16')
-    step = _restore(Path(resume), model, optimizer, schedule, scaler, context) if resume else 0
-    start, saved_at, extra = step, step, dict(extra_state or {})
-    if context.is_main:
-        save_config(config, out_dir / 'config.yaml')
-    log = _RunLog(out_dir, config, start, total, context.is_main)
-    batches: Iterator[Any] | None = None
-    params = [p for p in model.parameters() if p.requires_grad]
+    return _Run(model=model, optimizer=build_optimizer(model.parameters(), config.optim),
+                schedule=CosineSchedule(total, config.schedule.warmup_steps,
+                                        config.schedule.min_lr_ratio),
+                scaler=torch.amp.GradScaler('cuda', enabled=device.type == 'cuda'
+                                            and config.amp == 'fp16'),
+                per_epoch=per_epoch, total=total, out_dir=out_dir, config=config,
+                context=context, extra=dict(extra_state or {}))
+
+
+def _train(run: _Run, dataset: Any, log: _RunLog,
+           evaluator: Callable[[nn.Module], Mapping[str, float]] | None,
+           step: int) -> tuple[int, int]:
+    """The steps from ``step`` to ``run.total``; returns (steps done, step of the last save)."""
+    from cns_ros.training.data import make_loader
+
+    config, device = run.config, run.context.device
+    saved_at, batches = step, None
+    params = [p for p in run.model.parameters() if p.requires_grad]
     clip = config.optim.grad_clip if config.optim.grad_clip > 0 else math.inf
-    while step < total:
-        epoch, position = divmod(step, per_epoch)
+    while step < run.total:
+        epoch, position = divmod(step, run.per_epoch)
         # 1. learning rate of this step
-        lr = config.optim.lr * schedule.factor(step)
-        for group in optimizer.param_groups:
+        lr = config.optim.lr * run.schedule.factor(step)
+        for group in run.optimizer.param_groups:
             group['lr'] = lr
         # 2. evaluation and checkpoint (state after `step` steps)
         if evaluator is not None and config.log.eval_every and step % config.log.eval_every == 0 \
                 and step > 0:
-            _evaluate(model, evaluator, log, step, context)
+            _evaluate(run.model, evaluator, log, step, run.context)
         if step % config.log.checkpoint_every == 0 and step != saved_at:
-            _save(out_dir, step, epoch, model, optimizer, schedule, scaler, config, context,
-                  extra)
+            run.save(step)
             saved_at = step
-        # 3. forward and loss
+        # 3.-6. forward and loss, backward, clip, optimizer step
         if batches is None:
             batches = iter(make_loader(dataset, config.data.batch_size, config.seed, epoch,
-                                       context.rank, context.world_size, skip=position,
+                                       run.context.rank, run.context.world_size, skip=position,
                                        num_workers=config.data.num_workers,
                                        pin_memory=device.type == 'cuda'))
-        batch = next(batches).to(device)
-        model.train()
-        with _autocast(config, device):
-            out = model(batch, Progress(step, epoch))
-        # 4. backward
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(out.total).backward()
-        # 5. clip
-        scaler.unscale_(optimizer)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
-        # 6. step
-        scaler.step(optimizer)
-        scaler.update()
+        out, grad_norm = _optimizer_step(run, next(batches).to(device), Progress(step, epoch),
+                                         params, clip)
         # 7. log
-        row = {'step': step, 'epoch': epoch, **_reduce_terms(out, context), 'lr': lr,
-               'grad_norm': grad_norm, **out.info}
-        log.step(row)
+        log.step({'step': step, 'epoch': epoch, **_reduce_terms(out, run.context), 'lr': lr,
+                  'grad_norm': grad_norm, **out.info})
         step += 1
-        if position == per_epoch - 1:
+        if position == run.per_epoch - 1:
             batches = None  # the next step starts a new epoch (a new sampler order)
-    last = None
-    if step != saved_at:
-        last = _save(out_dir, step, step // per_epoch, model, optimizer, schedule, scaler,
-                     config, context, extra)
-    log.close()
-    return FitResult(steps=step, checkpoint=last or ckpt.latest_checkpoint(out_dir),
-                     history=log.rows)
+    return step, saved_at
+
+
+def _optimizer_step(run: _Run, batch: Any, progress: Progress, params: list[nn.Parameter],
+                    clip: float) -> tuple[LossOutput, float]:
+    """Forward + loss, backward, clip by global norm, step; the loss and the norm."""
+    run.model.train()
+    with _autocast(run.config, run.context.device):
+        out = run.model(batch, progress)
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(out.total).backward()
+    run.scaler.unscale_(run.optimizer)
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    return out, grad_norm
 
 
 def _evaluate(model: nn.Module, evaluator: Callable[[nn.Module], Mapping[str, float]],
