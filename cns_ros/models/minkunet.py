@@ -273,6 +273,12 @@ class MinkUNet(nn.Module):
             x = stage(backend.replace(x, torch.cat([backend.features(x), skip], 1)))
         return backend.features(x)
 
+    def latent_rows(self, batch: SparseBatch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Latents to classify and how points find their row: the (V, feature_dim) voxel
+        latents and ``batch.inverse``, the (N,) int64 row of each point (a network with
+        per-point latents returns None instead)."""
+        return self.voxel_features(batch), batch.inverse
+
     def forward(self, batch: SparseBatch) -> PointOutput:
         """Per-point outputs for the points of `batch` (through ``batch.inverse``).
 
