@@ -3,19 +3,20 @@
 A synthetic 32-beam x 1080-azimuth sweep (34,560 points, elevations -30..+10 degrees, sensor
 1.84 m above a ground plane, walls 10-35 m away, 2 cm range noise, intensity 0..255) is
 voxelized at 0.1 m (about 24k voxels, surface-like neighbourhoods as in a real sweep) and run
-through MinkUNet14A / 18A / 34C (random weights, D = 512) on each requested backend:
+through MinkUNet14A / 18A / 34C and SPVCNN (random weights, D = 512) on each requested backend:
 
 - inference: ``model.eval()``, no grad, network forward to per-point outputs (ms per sweep;
   voxelization is timed separately);
 - training: forward + a scalar loss + backward + SGD step on a batch of ``--train-batch``
-  sweeps (steps/s).
+  sweeps (steps/s); ``--train-repeats 0`` skips it.
 
 On CPU: float32. On CUDA (when present): float32 and float16 autocast (training with a
-GradScaler). Writes ``benchmarks/results/models.json``. DESIGN.md budgets: 50 ms per sweep at
-20 Hz; spconv anchor: 7.4 ms FP16 forward of a basic net on 120k voxels (RTX 4090).
+GradScaler). Writes ``benchmarks/results/<--name>.json`` (default ``models.json``). DESIGN.md
+budgets: 50 ms per sweep at 20 Hz; spconv anchor: 7.4 ms FP16 forward of a basic net on 120k
+voxels (RTX 4090).
 
-Usage: ``python benchmarks/bench_models.py [--models 14a,18a,34c] [--backends spconv]
-[--devices cpu,cuda] [--repeats R] [--train-repeats R] [--train-batch B]``
+Usage: ``python benchmarks/bench_models.py [--models 14a,18a,34c,spvcnn] [--backends spconv]
+[--devices cpu,cuda] [--repeats R] [--train-repeats R] [--train-batch B] [--name NAME]``
 """
 
 from __future__ import annotations
@@ -91,7 +92,6 @@ def bench_case(name: str, backend: str, device: str, precision: str,
     torch.manual_seed(0)
     net = build_model(name, model_config(name, backend=backend)).to(device)
     single = _batch(1, args.voxel_size, device)
-    train_batch = _batch(args.train_batch, args.voxel_size, device)
 
     def infer() -> Any:
         with torch.no_grad(), _autocast(device, precision):
@@ -99,6 +99,24 @@ def bench_case(name: str, backend: str, device: str, precision: str,
 
     net.eval()
     inference = time_call(_synced(infer, device), args.repeats, warmup=args.warmup)
+    training = _train_timing(net, device, precision, args)
+    points, feats = _sweeps(1, device)
+    voxelize = time_call(_synced(lambda: voxelize_batch(points, feats, args.voxel_size),
+                                 device), max(args.repeats, 5), warmup=2)
+    return {'model': name, 'backend': backend, 'device': device, 'precision': precision,
+            'parameters': count_parameters(net), 'points': len(single.inverse),
+            'voxels': single.num_voxels, 'train_batch_sweeps': args.train_batch,
+            'voxelize_ms': voxelize, 'inference_ms': inference, 'train_step_ms': training,
+            'train_steps_per_s': 1e3 / training['median_ms'] if training else None}
+
+
+def _train_timing(net: torch.nn.Module, device: str, precision: str,
+                  args: argparse.Namespace) -> dict[str, float] | None:
+    """Timings of forward + loss + backward + SGD step on ``--train-batch`` sweeps (None when
+    ``--train-repeats 0``)."""
+    if args.train_repeats < 1:
+        return None
+    train_batch = _batch(args.train_batch, args.voxel_size, device)
     net.train()
     optimizer = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
     scaler = torch.amp.GradScaler('cuda', enabled=precision == 'fp16')
@@ -112,19 +130,12 @@ def bench_case(name: str, backend: str, device: str, precision: str,
         scaler.step(optimizer)
         scaler.update()
 
-    training = time_call(_synced(step, device), args.train_repeats, warmup=args.warmup)
-    points, feats = _sweeps(1, device)
-    voxelize = time_call(_synced(lambda: voxelize_batch(points, feats, args.voxel_size),
-                                 device), max(args.repeats, 5), warmup=2)
-    return {'model': name, 'backend': backend, 'device': device, 'precision': precision,
-            'parameters': count_parameters(net), 'points': len(single.inverse),
-            'voxels': single.num_voxels, 'train_batch_sweeps': args.train_batch,
-            'voxelize_ms': voxelize, 'inference_ms': inference, 'train_step_ms': training,
-            'train_steps_per_s': 1e3 / training['median_ms']}
+    return time_call(_synced(step, device), args.train_repeats, warmup=args.warmup)
 
 
 def _cases(args: argparse.Namespace) -> list[tuple[str, str, str, str]]:
-    models = [f'minkunet{m.strip().lower()}' for m in args.models.split(',')]
+    models = [m if m == 'spvcnn' else f'minkunet{m}'
+              for m in (m.strip().lower() for m in args.models.split(','))]
     backends = (list(available_backends()) if args.backends == 'all'
                 else args.backends.split(','))
     devices = [d for d in args.devices.split(',') if d == 'cpu' or torch.cuda.is_available()]
@@ -138,7 +149,8 @@ def _cases(args: argparse.Namespace) -> list[tuple[str, str, str, str]]:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--models', default='14a,18a,34c', help='comma list of 14a,18a,34c')
+    parser.add_argument('--models', default='14a,18a,34c,spvcnn',
+                        help='comma list of 14a,18a,34c,spvcnn')
     parser.add_argument('--backends', default='spconv', help="comma list, or 'all' installed")
     parser.add_argument('--devices', default='cpu,cuda', help='cuda is skipped when absent')
     parser.add_argument('--repeats', type=int, default=5, help='timed inference runs')
@@ -147,6 +159,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument('--train-batch', type=int, default=1, help='sweeps per training step')
     parser.add_argument('--voxel-size', type=float, default=0.1, help='voxel edge, metres')
     parser.add_argument('--out-dir', default=None, help='results folder')
+    parser.add_argument('--name', default='models', help='results file name (without .json)')
     args = parser.parse_args(argv)
     rows = []
     print(f"{'model':12s} {'backend':8s} {'device':6s} {'prec':5s} {'voxels':>7s} "
@@ -156,14 +169,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         rows.append(row)
         print(f"{name:12s} {backend:8s} {device:6s} {precision:5s} {row['voxels']:7d} "
               f"{row['inference_ms']['median_ms']:9.1f} {row['inference_ms']['p90_ms']:8.1f} "
-              f"{row['train_steps_per_s']:10.3f} {row['voxelize_ms']['median_ms']:7.2f}",
-              flush=True)
+              f"{row['train_steps_per_s'] or float('nan'):10.3f} "
+              f"{row['voxelize_ms']['median_ms']:7.2f}", flush=True)
     results = {'cases': rows, 'torch': torch.__version__, 'torch_threads':
                torch.get_num_threads(), 'cuda_device': torch.cuda.get_device_name()
                if torch.cuda.is_available() else None,
                'load_average': os.getloadavg() if hasattr(os, 'getloadavg') else None,
                'weights': 'random (speed only)'}
-    print(f"written: {write_results('models', results, args.out_dir)}")
+    print(f"written: {write_results(args.name, results, args.out_dir)}")
     return results
 
 

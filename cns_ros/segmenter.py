@@ -10,13 +10,15 @@ given as numpy arrays::
     result.confidence  # (N,) float32 in [0, 1]
 
 Pipeline per sweep: drop non-finite points (and points outside ``max_range``) -> voxelize
-(the bundle's voxel size and input features) -> 3D network backbone -> per-voxel latent ->
-projection head and text embeddings (C, D) -> logits -> argmax = label, softmax = confidence
--> back to the points through the voxel of each point. Classifying voxels rather than points
-gives the per-point result (every point of a voxel shares its feature) with fewer rows, and the
-linear projection head is folded into the classifier (one (L, C) product per voxel instead of
-an (L, D) head and a (D, C) classifier: 19 ms -> 0.2 ms for a nuScenes sweep on one CPU core);
-the logits equal those of ``net3d.classifier(net3d(batch).features)`` up to float rounding.
+(the bundle's voxel size and input features) -> 3D network backbone -> latents
+(``net3d.latent_rows``) -> projection head and text embeddings (C, D) -> logits -> argmax =
+label, softmax = confidence. A voxel network (MinkUNet) gives per-voxel latents, classified
+once per voxel and then taken back to the points through the voxel of each point (every point
+of a voxel shares its feature: the same result with fewer rows); a point-voxel network (SPVCNN)
+gives one latent per point, in input order. The linear projection head is folded into the
+classifier (one (L, C) product per row instead of an (L, D) head and a (D, C) classifier:
+19 ms -> 0.2 ms for a nuScenes sweep's voxels on one CPU core); the logits equal those of
+``net3d.classifier(net3d(batch).features)`` up to float rounding.
 
 **Labels** follow the network's own classifier (``net3d.classifier.config``: by default the raw
 dot product of the feature with each unit text embedding, as the model was trained). A point
@@ -402,13 +404,15 @@ class Segmenter:
             batch = voxelize_batch([torch.from_numpy(points).to(self.device)],
                                    [features.to(self.device)], self.bundle.voxel_size)
             marks = [(self._sync(), time.thread_time())]
-            with self._autocast():
-                latent = self.net3d.voxel_features(batch)  # the backbone, (V, L)
+            with self._autocast():  # the backbone: (V, L) voxel or (N, L) point latents
+                latent, rows = self.net3d.latent_rows(batch)
             marks.append((self._sync(), time.thread_time()))
-            voxel_labels, voxel_conf = self._label_confidence(voxel_logits(
+            labels, confidence = self._label_confidence(voxel_logits(
                 latent, state.folded, self._classifier_config.logit_scale))
-            inverse = batch.inverse.cpu().numpy()
-        return voxel_labels[inverse], voxel_conf[inverse], batch.num_voxels, marks
+            if rows is not None:  # voxel latents: each point takes its voxel's result
+                rows = rows.cpu().numpy()
+                labels, confidence = labels[rows], confidence[rows]
+        return labels, confidence, batch.num_voxels, marks
 
     def segment_image(self, rgb: np.ndarray) -> np.ndarray:
         """Per-pixel labels of one camera image through the bundle's 2D network.

@@ -103,7 +103,8 @@ def text_logits(features: Any, embeddings: Any, config: Any) -> Any:
 
 
 def voxel_logits(latent: Any, folded: FoldedHead, scale: float) -> Any:
-    """(C, V) float32 logits of (V, L) voxel latents: head + classifier in one product.
+    """(C, V) float32 logits of (V, L) latents (voxels, or points for a point-voxel
+    network): head + classifier in one product.
 
     Class-major, so the reductions over classes run along contiguous rows. On the CPU in
     numpy (an ndarray; its BLAS took 1.1 ms where torch took 1.8 ms for 24k voxels x 96

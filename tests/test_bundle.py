@@ -39,10 +39,10 @@ def _cloud(n: int = 2000, seed: int = 0) -> np.ndarray:
         np.float32)
 
 
-def _trained_like_net() -> tuple[torch.nn.Module, torch.Tensor]:
-    """A tiny MinkUNet14A on spconv whose BatchNorm statistics moved (as after training)."""
+def _trained_like_net(name: str = 'minkunet14a') -> tuple[torch.nn.Module, torch.Tensor]:
+    """A tiny 3D network on spconv whose BatchNorm statistics moved (as after training)."""
     torch.manual_seed(0)
-    net = build_model('minkunet14a', model_config('minkunet14a', **OPTIONS, backend='spconv'))
+    net = build_model(name, model_config(name, **OPTIONS, backend='spconv'))
     text = torch.nn.functional.normalize(torch.randn(16, 32), dim=1)
     net.classifier.set_text_embeddings(text)
     net.train()
@@ -98,6 +98,21 @@ def test_round_trip_gives_identical_outputs_on_spconv(bundle_dir):
     document = yaml.safe_load((out / 'model.yaml').read_text())
     assert document['format'] == 'cns_ros.model_bundle' and document['format_version'] == 1
     assert document['net3d']['voxel_size'] == 0.2
+
+
+def test_spvcnn_round_trip_gives_identical_per_point_outputs(tmp_path):
+    net, text = _trained_like_net('spvcnn')
+    reference = point_logits(net, _cloud()).numpy()
+    out = write_bundle(tmp_path / 'spvcnn', net3d=net, model_name='spvcnn',
+                       model_options=OPTIONS, vocabulary=nuscenes16(), text_embeddings=text)
+    bundle = load_bundle(out)
+    assert bundle.model_name == 'spvcnn' and bundle.model_options['planes'] == [
+        32, 32, 64, 128, 256, 256, 128, 96, 96]
+    net3d, _ = load_bundle_networks(bundle, backend='spconv')
+    assert type(net3d).__name__ == 'SPVCNN' and not net3d.training
+    logits = point_logits(net3d, _cloud()).numpy()
+    assert logits.shape == (2000, 16)
+    np.testing.assert_array_equal(logits, reference)
 
 
 def test_write_refuses_a_non_empty_folder_and_overwrites_atomically(bundle_dir, tmp_path):

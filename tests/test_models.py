@@ -46,6 +46,8 @@ from cns_ros.models.sparse import (  # noqa: E402
 
 TINY_3D = {'channel_scale': 0.125, 'out_dim': 16, 'local_head': True,
            'input_features': ('intensity', 'xyz'), 'voxel_size': 0.25}
+#: latent width of the 3D networks at TINY_3D: MinkUNet 96 / 8; SPVCNN (256 + 128 + 96) / 8
+TINY_LATENT = {'minkunet14a': 12, 'minkunet18a': 12, 'minkunet34c': 12, 'spvcnn': 60}
 HAS_TORCHSPARSE = importlib.util.find_spec('torchsparse') is not None
 
 
@@ -60,12 +62,14 @@ def _cloud_batch(seed: int = 0, sizes=(600, 400), voxel: float = 0.25):
 
 
 def _tiny_config(name: str):
-    if name.startswith('minkunet'):
+    if name in TINY_LATENT:
         return model_config(name, **TINY_3D)
     return DeepLabV3Config(out_dim=16, allow_random_weights=True)
 
 
 def _first_weight(name: str, net) -> torch.Tensor:
+    if name == 'spvcnn':
+        return net.stem[0][0].backend_kernel
     if name.startswith('minkunet'):
         return net.stem[0].backend_kernel
     return net.backbone.conv1.weight
@@ -79,12 +83,12 @@ def test_every_builder_forward_backward_tiny(name):
         net = build_model(name, _tiny_config(name))
     net.train()
     net.classifier.set_text_embeddings(torch.nn.functional.normalize(torch.randn(5, 16), dim=1))
-    if name.startswith('minkunet'):
+    if name in TINY_LATENT:
         _, batch = _cloud_batch()
         out = net(batch)
         n = len(batch.inverse)
         assert out.features.shape == (n, 16) and out.local.shape == (n, 16)
-        assert out.latent.shape == (n, net.config.feature_dim) == (n, 12)
+        assert out.latent.shape == (n, net.config.feature_dim) == (n, TINY_LATENT[name])
         logits = net.classifier(out.features)
         assert logits.shape == (n, 5)
         loss = logits.logsumexp(1).mean() + out.local.square().mean()
@@ -119,9 +123,9 @@ def test_build_model_errors_and_config_options():
 def test_full_size_parameter_counts():
     """The counts quoted in cns_ros.models.build's docstring (random init, CPU)."""
     counts = {name: count_parameters(build_model(name)) for name in
-              ('minkunet14a', 'minkunet18a', 'minkunet34c')}
+              ('minkunet14a', 'minkunet18a', 'minkunet34c', 'spvcnn')}
     assert counts == {'minkunet14a': 8_061_088, 'minkunet18a': 15_529_760,
-                      'minkunet34c': 37_892_640}
+                      'minkunet34c': 37_892_640, 'spvcnn': 22_019_840}
 
 
 def test_points_in_one_voxel_get_identical_outputs():

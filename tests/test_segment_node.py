@@ -51,7 +51,8 @@ def bundles(tmp_path_factory):
 
     root = tmp_path_factory.mktemp('node_bundles')
     return {'tiny': make_tiny_bundle(root / 'tiny'),
-            'with2d': make_tiny_bundle(root / 'with2d', net2d=True)}
+            'with2d': make_tiny_bundle(root / 'with2d', net2d=True),
+            'spvcnn': make_tiny_bundle(root / 'spvcnn', model='spvcnn')}
 
 
 @pytest.fixture
@@ -377,6 +378,30 @@ def test_sweeps_in_labeled_clouds_out_and_runtime_vocabulary(spawn, probe, bundl
     summary = assert_accounted(json.loads(stats.read_text()))
     assert summary['outputs'] == len(sub.clouds) and summary['inputs'] == 9
     assert len(summary['latency_samples_ms']) == len(sub.clouds)
+
+
+def test_the_node_runs_a_point_voxel_bundle(spawn, probe, bundles):
+    """An SPVCNN bundle (per-point latents): one label per input point, in input order, the
+    argmax of the long way through the bundle's network."""
+    from test_segmenter import assert_argmax, hand_logits
+
+    from cns_ros.training.bundle_format import load_bundle
+
+    proc = spawn(params_file=ROOT / 'config' / 'segment.yaml', model=bundles['spvcnn'])
+    sub = probe(reliable=True)
+    sub.wait_ready(proc)
+    columns = make_sweep(500, seed=3)
+    sub.publish_columns(columns, T0)
+    assert sub.spin_until(lambda: len(sub.clouds) >= 1, 20.0, proc), proc.log.read_text()
+    labels = check_cloud(sub.clouds[0], columns, T0, sub.names[-1])['label']
+    xyz = np.column_stack([columns[axis] for axis in 'xyz'])
+    logits = hand_logits(bundles['spvcnn'], xyz, {k: columns[k] for k in ('intensity', 'ring')},
+                         load_bundle(bundles['spvcnn']).text_embeddings)
+    assert len(np.unique(labels)) > 1
+    assert_argmax(labels.astype(np.int64), logits)
+    proc.send_signal(signal.SIGTERM)
+    code, log = wait_exit(proc)
+    assert code == 0 and 'Traceback' not in log, log
 
 
 def _jpeg(width: int = CAMERA_W, height: int = CAMERA_H) -> bytes:

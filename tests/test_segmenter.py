@@ -42,8 +42,9 @@ OPTIONS = {'channel_scale': 0.125, 'out_dim': DIM, 'voxel_size': 0.5,
 
 
 def make_tiny_bundle(path, *, seed=0, net2d=False, clip_model=None, options=None,
-                     steer=None):
-    """A bundle of a random-weight MinkUNet14A at 1/8 width (and optionally DeepLabV3).
+                     steer=None, model='minkunet14a'):
+    """A bundle of a random-weight 3D network at 1/8 width (`model`: MinkUNet14A by default,
+    or SPVCNN) and optionally DeepLabV3.
 
     ``steer``: a (16,) feature that both networks output at every point and pixel (their
     last layer's weights zeroed, its bias set to ``steer``), with the identity as text
@@ -52,7 +53,7 @@ def make_tiny_bundle(path, *, seed=0, net2d=False, clip_model=None, options=None
     """
     options = dict(options or OPTIONS)
     torch.manual_seed(seed)
-    net = build_model('minkunet14a', model_config('minkunet14a', **options))
+    net = build_model(model, model_config(model, **options))
     with torch.no_grad():  # spread the random features so labels differ between points
         for name, param in net.named_parameters():
             if name.endswith('weight') and param.dim() > 1:
@@ -73,7 +74,7 @@ def make_tiny_bundle(path, *, seed=0, net2d=False, clip_model=None, options=None
             with torch.no_grad():
                 head.weight.zero_()
                 head.bias.copy_(torch.as_tensor(steer, dtype=torch.float32))
-    return write_bundle(path, net3d=net, model_name='minkunet14a', model_options=options,
+    return write_bundle(path, net3d=net, model_name=model, model_options=options,
                         vocabulary=vocabulary, text_embeddings=embeddings,
                         clip_model=clip_model, metadata={
                             'random_weights': True, 'image_size': [32, 64],
@@ -169,6 +170,28 @@ def test_labels_are_the_argmax_of_a_hand_computation(segmenter, bundle_dir):
     assert result.num_valid == len(xyz) and result.missing_columns == ()
     assert set(result.timings) == {'voxelize', 'network', 'classify'}
     assert all(v >= 0 for v in result.timings.values())
+
+
+def test_a_point_voxel_bundle_labels_every_point_in_input_order(tmp_path):
+    """SPVCNN: one latent per input point (no voxel -> point step); the labels equal the
+    argmax of the long way through the loaded network, and follow the input order."""
+    bundle = make_tiny_bundle(tmp_path / 'spvcnn', model='spvcnn')
+    assert load_bundle(bundle).model_name == 'spvcnn'
+    segmenter = Segmenter(bundle, device='cpu')
+    xyz, columns = sweep(700, seed=3)
+    xyz[:2] = [[1.1, 1.1, 0.1], [1.2, 1.2, 0.2]]  # two points of one 0.5 m voxel
+    columns['intensity'][1] = columns['intensity'][0]
+    result = segmenter.segment(xyz, columns)
+    logits = hand_logits(bundle, xyz, columns, load_bundle(bundle).text_embeddings)
+    assert result.labels.shape == result.confidence.shape == (len(xyz),)
+    assert len(np.unique(logits.argmax(1).numpy())) > 1, 'one class: not a useful test'
+    assert not torch.equal(logits[0], logits[1])  # per point, not per voxel
+    assert_argmax(result.labels, logits)
+    np.testing.assert_allclose(result.confidence, torch.softmax(logits, 1).max(1).values,
+                               rtol=1e-4, atol=1e-5)
+    order = np.random.default_rng(5).permutation(len(xyz))
+    shuffled = segmenter.segment(xyz[order], {k: v[order] for k, v in columns.items()})
+    assert_argmax(shuffled.labels, logits[torch.from_numpy(order)])
 
 
 def test_temperature_changes_confidence_not_labels(segmenter):

@@ -219,6 +219,36 @@ def test_train_clip2scene_two_steps(world, tmp_path):
     assert evaluation[0]['accuracy'] == pytest.approx(offline['accuracy'], abs=1e-9)
 
 
+def test_train_with_spvcnn_exports_a_bundle_the_segmenter_runs(world, tmp_path):
+    """CLIP2Scene on its paper backbone (SPVCNN, 1/8 width) for 2 steps; its exported bundle
+    labels every point of a keyframe in the segmenter; 3D-only CNS's SAM latent head takes
+    SPVCNN's 480-d (here 60-d) point latents."""
+    from cns_ros.segmenter import Segmenter
+    from cns_ros.training.bundle_checkpoint import bundle_from_checkpoint
+
+    spvcnn = ('--set', 'model.name_3d=spvcnn', '--set', 'model.options_3d={channel_scale: 0.125}')
+    out = tmp_path / 'c2s'
+    assert train.main(_args(world, out, 'synthetic_clip2scene.yaml', '--steps', '2',
+                            *spvcnn, '--set', 'log.checkpoint_every=1')) == 0
+    rows = _history(out)
+    assert [r['step'] for r in rows] == [0, 1] and all(np.isfinite(r['loss']) for r in rows)
+    assert {'loss/semantic', 'loss/spatial_temporal'} <= set(rows[0])
+    checkpoint = out / 'checkpoints' / 'step_00000001.pt'
+    assert load_config(checkpoint.with_suffix('.yaml')).model.name_3d == 'spvcnn'
+    bundle = bundle_from_checkpoint(checkpoint, tmp_path / 'bundle', include_2d=False)
+    segmenter = Segmenter(bundle, device='cpu')
+    points = CachedKeyframes(DataConfig(dataroot=str(world[0]), version='v1.0-mini',
+                                        cache=str(world[1]), num_sweeps=0), seed=0,
+                             augment=False)[(0, 0)]['points']
+    result = segmenter.segment(points[:, :3], {'intensity': points[:, 3], 'ring': points[:, 4]})
+    assert result.labels.shape == (len(points),) and result.num_valid == len(points)
+    assert int(result.labels.max()) < 16
+    cns = tmp_path / 'cns'
+    assert train.main(_args(world, cns, 'synthetic_cns.yaml', '--steps', '2', *spvcnn,
+                            '--set', 'cns.network_2d=false')) == 0
+    assert 'loss/latent_3d' in _history(cns)[0]
+
+
 def _offline_scores(dataroot: Path, checkpoint: Path, tmp_path: Path) -> dict:
     """offline_training.evaluate's 3D scores on mini_val of the checkpoint's exported bundle
     (its 'miou_present' is the mean over classes present, the training evaluator's mIoU)."""

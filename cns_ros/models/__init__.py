@@ -8,7 +8,10 @@ Modules (each imports torch itself; importing this package is cheap):
   backend-neutral sparse convolution and state-dict conversion.
 - ``backends``: the spconv and torchsparse adapters (and spconv's CPU fixes).
 - ``layout``: the backend-neutral kernel layout of checkpoints and bundles.
+- ``sparse_blocks``: the sparse conv / BatchNorm / residual blocks both U-Nets are made of.
 - ``minkunet``: MinkUNet14A / 18A / Res16UNet34C with per-point text-space outputs.
+- ``spvcnn``: SPVCNN (point and voxel branches, 480-d per-point latents) with the same outputs;
+  ``point_voxel``: its points -> voxels (mean) and voxels -> points (trilinear) maps.
 - ``image_net``: DeepLabV3-ResNet50 with a text-space head, its ImageNet input normalisation
   and the logits -> label image step shared by the live node and offline evaluation.
 - ``heads``: the text classifier (vocabulary as data) and the SAM projections (K_f = 64).

@@ -1,7 +1,8 @@
 """Sparse-convolution backends: spconv (default) and torchsparse (when importable).
 
 A backend turns a :class:`cns_ros.models.sparse.SparseBatch` into its own sparse tensor, reads
-and replaces voxel features, and builds three kinds of k > 1 convolutions:
+and replaces voxel features, reads voxel indices, and builds three kinds of k > 1
+convolutions:
 
 - ``'subm'``: submanifold (stride 1, outputs on the input voxels);
 - ``'down'``: kernel 2, stride 2 (outputs on the occupied coarse voxels);
@@ -68,6 +69,10 @@ class SparseBackend(Protocol):
 
     def features(self, x: Any) -> torch.Tensor:
         """(V, C) voxel features of a backend tensor."""
+
+    def indices(self, x: Any) -> torch.Tensor:
+        """(V, 4) int ``[b, i, j, k]`` of the rows of `x`, counted in `x`'s own voxels: at
+        stride ``2^l`` the voxel holding level-0 voxel ``(i, j, k)`` is ``(i, j, k) >> l``."""
 
     def replace(self, x: Any, features: torch.Tensor) -> Any:
         """A tensor on the same voxels (and kernel-map caches) with new (V, C') features."""
@@ -140,6 +145,10 @@ class SpconvBackend:
         """(V, C) features."""
         return x.features
 
+    def indices(self, x: Any) -> torch.Tensor:
+        """spconv's indices: already ``[b, i, j, k]`` on the tensor's own grid."""
+        return x.indices
+
     def replace(self, x: Any, features: torch.Tensor) -> Any:
         """Same indices and indice dict, new features."""
         return x.replace_feature(features)
@@ -204,6 +213,13 @@ class TorchsparseBackend:
     def features(self, x: Any) -> torch.Tensor:
         """(V, C) features."""
         return x.feats
+
+    def indices(self, x: Any) -> torch.Tensor:
+        """torchsparse's coordinates (multiples of the tensor stride, level-0 units) divided
+        by ``x.stride``, batch column first."""
+        coords = x.coords if self._batch_first else x.coords[:, [3, 0, 1, 2]]
+        stride = torch.tensor([1, *x.stride], dtype=coords.dtype, device=coords.device)
+        return torch.div(coords, stride, rounding_mode='floor')
 
     def replace(self, x: Any, features: torch.Tensor) -> Any:
         """Shallow copy (coords, stride and kernel-map caches shared) with new features."""

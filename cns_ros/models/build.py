@@ -6,12 +6,14 @@ name               config           parameters  notes
 ``minkunet14a``    MinkUNetConfig    8,061,088  MinkUNet14A (CLIP2Scene, ScanNet)
 ``minkunet18a``    MinkUNetConfig   15,529,760  MinkUNet18A (OpenScene)
 ``minkunet34c``    MinkUNetConfig   37,892,640  Res16UNet34C (CNS)
+``spvcnn``         SPVCNNConfig     22,019,840  SPVCNN (CLIP2Scene, nuScenes), per point
 ``deeplabv3_r50``  DeepLabV3Config  40,223,808  DeepLabV3-ResNet50, OS 16 (CNS 2D)
 =================  ===============  ==========  =======================================
 
 Parameter counts are for the default configs (1 input channel (intensity), D = 512, no local
-head (+49,664 with it); DeepLab with the 3x3 conv head, 39,174,720 with the 1x1 head); the text
-embeddings are a buffer, not parameters. ``tests/test_models.py`` checks the 3D counts.
+head (+49,664 with it; SPVCNN +246,272); DeepLab with the 3x3 conv head, 39,174,720 with the
+1x1 head); the text embeddings are a buffer, not parameters. ``tests/test_models.py`` checks
+the 3D counts.
 
 Example::
 
@@ -31,10 +33,11 @@ from torch import nn
 from cns_ros.models.heads import TextClassifierConfig
 from cns_ros.models.image_net import DeepLabV3Config, DeepLabV3Text
 from cns_ros.models.minkunet import MinkUNet, MinkUNetConfig
+from cns_ros.models.spvcnn import SPVCNN, SPVCNNConfig
 
 __all__ = ['MODEL_BUILDERS', 'MODEL_CONFIGS', 'build_deeplabv3_r50', 'build_minkunet14a',
-           'build_minkunet18a', 'build_minkunet34c', 'build_model', 'count_parameters',
-           'model_config']
+           'build_minkunet18a', 'build_minkunet34c', 'build_model', 'build_spvcnn',
+           'count_parameters', 'model_config']
 
 
 def build_minkunet14a(config: MinkUNetConfig | None = None) -> MinkUNet:
@@ -52,6 +55,11 @@ def build_minkunet34c(config: MinkUNetConfig | None = None) -> MinkUNet:
     return MinkUNet((config or MinkUNetConfig()).with_preset('34C'))
 
 
+def build_spvcnn(config: SPVCNNConfig | None = None) -> SPVCNN:
+    """SPVCNN (reference A4.1 widths and block counts unless `config` changes them)."""
+    return SPVCNN(config or SPVCNNConfig())
+
+
 def build_deeplabv3_r50(config: DeepLabV3Config | None = None) -> DeepLabV3Text:
     """DeepLabV3-ResNet50 with a D-dim head (needs backbone weights or the random flag)."""
     return DeepLabV3Text(config or DeepLabV3Config())
@@ -61,12 +69,14 @@ MODEL_BUILDERS: dict[str, Callable[[Any], nn.Module]] = {
     'minkunet14a': build_minkunet14a,
     'minkunet18a': build_minkunet18a,
     'minkunet34c': build_minkunet34c,
+    'spvcnn': build_spvcnn,
     'deeplabv3_r50': build_deeplabv3_r50,
 }
 MODEL_CONFIGS: dict[str, type] = {
     'minkunet14a': MinkUNetConfig,
     'minkunet18a': MinkUNetConfig,
     'minkunet34c': MinkUNetConfig,
+    'spvcnn': SPVCNNConfig,
     'deeplabv3_r50': DeepLabV3Config,
 }
 

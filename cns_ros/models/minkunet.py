@@ -31,16 +31,11 @@ import torch
 from torch import nn
 
 from cns_ros.models.heads import TextClassifier, TextClassifierConfig
-from cns_ros.models.sparse import (
-    SparseBatch,
-    SparseConv,
-    devoxelize,
-    get_backend,
-    voxelize_batch,
-)
+from cns_ros.models.sparse import SparseBatch, devoxelize, get_backend, voxelize_batch
+from cns_ros.models.sparse_blocks import ConvNormAct, residual_stage
 
 __all__ = ['INPUT_FEATURES', 'MINKUNET_PRESETS', 'MinkUNet', 'MinkUNetConfig', 'PointOutput',
-           'assemble_point_features']
+           'assemble_point_features', 'check_input_features']
 
 MINKUNET_PRESETS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     '14A': ((32, 64, 128, 256, 128, 128, 96, 96), (1, 1, 1, 1, 1, 1, 1, 1)),
@@ -87,11 +82,7 @@ class MinkUNetConfig:
     classifier: TextClassifierConfig = dataclasses.field(default_factory=TextClassifierConfig)
 
     def __post_init__(self) -> None:
-        unknown = [name for name in self.input_features if name not in INPUT_FEATURES]
-        if unknown or not self.input_features or len(set(self.input_features)) != len(
-                self.input_features):
-            raise ValueError(f'MinkUNetConfig.input_features: expected distinct names from '
-                             f'{tuple(INPUT_FEATURES)}, found {self.input_features}')
+        check_input_features('MinkUNetConfig', self.input_features)
         for name in ('planes', 'layers'):
             value = getattr(self, name)
             if value is not None and (len(value) != 2 * NUM_LEVELS or min(value) < 1):
@@ -139,6 +130,19 @@ class PointOutput:
     features: torch.Tensor
     latent: torch.Tensor
     local: torch.Tensor | None = None
+
+
+def check_input_features(owner: str, names: Sequence[str]) -> None:
+    """Raise ValueError unless `names` are distinct keys of ``INPUT_FEATURES`` (at least one).
+
+    Args:
+        owner: The config class, for the message.
+        names: The configured input features.
+    """
+    unknown = [name for name in names if name not in INPUT_FEATURES]
+    if unknown or not names or len(set(names)) != len(names):
+        raise ValueError(f'{owner}.input_features: expected distinct names from '
+                         f'{tuple(INPUT_FEATURES)}, found {names}')
 
 
 def assemble_point_features(columns: Mapping[str, Any], names: Sequence[str], *,
@@ -194,62 +198,6 @@ def _as_tensor(value: Any, name: str) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array))
 
 
-class _FeatureNorm(nn.Module):
-    """BatchNorm1d (and optional ReLU) on the features of a backend sparse tensor."""
-
-    def __init__(self, backend: str, channels: int, momentum: float, relu: bool) -> None:
-        super().__init__()
-        self.backend_name = backend
-        self.bn = nn.BatchNorm1d(channels, momentum=momentum)
-        self.relu = relu
-
-    def forward(self, x: Any) -> Any:
-        backend = get_backend(self.backend_name)
-        out = self.bn(backend.features(x))
-        return backend.replace(x, torch.relu(out) if self.relu else out)
-
-
-class _ConvNormAct(nn.Sequential):
-    """SparseConv -> BatchNorm -> ReLU."""
-
-    def __init__(self, backend: str, in_channels: int, out_channels: int, kernel_size: int,
-                 kind: str, key: str, momentum: float) -> None:
-        super().__init__(SparseConv(backend, in_channels, out_channels, kernel_size, kind, key),
-                         _FeatureNorm(backend, out_channels, momentum, relu=True))
-
-
-class BasicBlock(nn.Module):
-    """Residual block of two k3 submanifold convolutions (expansion 1)."""
-
-    def __init__(self, backend: str, in_channels: int, out_channels: int, key: str,
-                 momentum: float) -> None:
-        super().__init__()
-        self.backend_name = backend
-        self.conv1 = SparseConv(backend, in_channels, out_channels, 3, 'subm', key)
-        self.norm1 = _FeatureNorm(backend, out_channels, momentum, relu=True)
-        self.conv2 = SparseConv(backend, out_channels, out_channels, 3, 'subm', key)
-        self.norm2 = _FeatureNorm(backend, out_channels, momentum, relu=False)
-        self.downsample: nn.Module | None = None
-        if in_channels != out_channels:
-            self.downsample = nn.Sequential(nn.Linear(in_channels, out_channels, bias=False),
-                                            nn.BatchNorm1d(out_channels, momentum=momentum))
-
-    def forward(self, x: Any) -> Any:
-        backend = get_backend(self.backend_name)
-        identity = backend.features(x)
-        if self.downsample is not None:
-            identity = self.downsample(identity)
-        out = self.norm2(self.conv2(self.norm1(self.conv1(x))))
-        return backend.replace(out, torch.relu(backend.features(out) + identity))
-
-
-def _stage(backend: str, in_channels: int, out_channels: int, blocks: int, key: str,
-           momentum: float) -> nn.Sequential:
-    modules = [BasicBlock(backend, in_channels if i == 0 else out_channels, out_channels, key,
-                          momentum) for i in range(blocks)]
-    return nn.Sequential(*modules)
-
-
 class MinkUNet(nn.Module):
     """Sparse U-Net: voxels in, per-point text-space features out (see the module docstring).
 
@@ -269,23 +217,24 @@ class MinkUNet(nn.Module):
         planes = [config.width(p) for p in config.planes]
         stem = config.width(config.stem_width)
         stem_key = 'subm0' if config.stem_kernel == 3 else 'stem'
-        self.stem = _ConvNormAct(backend, config.in_channels, stem, config.stem_kernel, 'subm',
-                                 stem_key, config.bn_momentum)
+        self.stem = ConvNormAct(backend, config.in_channels, stem, config.stem_kernel, 'subm',
+                                stem_key, config.bn_momentum)
         down, enc, up, dec = [], [], [], []
         widths = [stem, *planes[:NUM_LEVELS]]  # encoder output width per resolution level
         for level in range(NUM_LEVELS):
-            down.append(_ConvNormAct(backend, widths[level], widths[level], 2, 'down',
-                                     f'down{level + 1}', config.bn_momentum))
-            enc.append(_stage(backend, widths[level], planes[level], config.layers[level],
-                              f'subm{level + 1}', config.block_bn_momentum))
+            down.append(ConvNormAct(backend, widths[level], widths[level], 2, 'down',
+                                    f'down{level + 1}', config.bn_momentum))
+            enc.append(residual_stage(backend, widths[level], planes[level],
+                                      config.layers[level], f'subm{level + 1}',
+                                      config.block_bn_momentum))
         previous = planes[NUM_LEVELS - 1]
         for i in range(NUM_LEVELS):
             level, width = NUM_LEVELS - i, planes[NUM_LEVELS + i]
-            up.append(_ConvNormAct(backend, previous, width, 2, 'up', f'down{level}',
-                                   config.bn_momentum))
-            dec.append(_stage(backend, width + widths[level - 1], width,
-                              config.layers[NUM_LEVELS + i], f'subm{level - 1}',
-                              config.block_bn_momentum))
+            up.append(ConvNormAct(backend, previous, width, 2, 'up', f'down{level}',
+                                  config.bn_momentum))
+            dec.append(residual_stage(backend, width + widths[level - 1], width,
+                                      config.layers[NUM_LEVELS + i], f'subm{level - 1}',
+                                      config.block_bn_momentum))
             previous = width
         self.down, self.encoder = nn.ModuleList(down), nn.ModuleList(enc)
         self.up, self.decoder = nn.ModuleList(up), nn.ModuleList(dec)
@@ -323,6 +272,12 @@ class MinkUNet(nn.Module):
             skip = backend.features(skips[NUM_LEVELS - 1 - i])
             x = stage(backend.replace(x, torch.cat([backend.features(x), skip], 1)))
         return backend.features(x)
+
+    def latent_rows(self, batch: SparseBatch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Latents to classify and how points find their row: the (V, feature_dim) voxel
+        latents and ``batch.inverse``, the (N,) int64 row of each point (a network with
+        per-point latents returns None instead)."""
+        return self.voxel_features(batch), batch.inverse
 
     def forward(self, batch: SparseBatch) -> PointOutput:
         """Per-point outputs for the points of `batch` (through ``batch.inverse``).

@@ -55,6 +55,9 @@ class SparseBatch:
         spatial_shape: (X, Y, Z) grid size in voxels, >= every coordinate + 1 and a multiple
             of ``shape_multiple`` (so stride-2 convolutions never drop boundary voxels).
         voxel_size: Voxel edge in metres.
+        points: (N, 3) float positions of the input points in metres (batch order, the
+            dtype given), for networks with a point branch (SPVCNN); None when the batch was
+            built without them.
     """
 
     coords: torch.Tensor
@@ -65,6 +68,7 @@ class SparseBatch:
     origin_index: torch.Tensor
     spatial_shape: tuple[int, int, int]
     voxel_size: float
+    points: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -78,9 +82,9 @@ class SparseBatch:
 
     def to(self, device: torch.device | str) -> SparseBatch:
         """Copy of the batch with every tensor on `device`."""
-        return replace(self, **{name: getattr(self, name).to(device) for name in (
-            'coords', 'features', 'inverse', 'point_offsets', 'voxel_offsets',
-            'origin_index')})
+        names = ('coords', 'features', 'inverse', 'point_offsets', 'voxel_offsets',
+                 'origin_index', *(('points',) if self.points is not None else ()))
+        return replace(self, **{name: getattr(self, name).to(device) for name in names})
 
 
 @dataclass(frozen=True, eq=False)
@@ -203,7 +207,8 @@ def voxelize_batch(points: Sequence[torch.Tensor], features: Sequence[torch.Tens
             stride-2 convolutions: 16 for MinkUNet).
 
     Returns:
-        :class:`SparseBatch` on the points' device; features keep their dtype.
+        :class:`SparseBatch` on the points' device (with the points); features keep their
+        dtype.
 
     Raises:
         ValueError: Mismatched inputs, or as :func:`voxelize_cloud`.
@@ -227,7 +232,7 @@ def voxelize_batch(points: Sequence[torch.Tensor], features: Sequence[torch.Tens
         voxel_offsets=_offsets([len(c.counts) for c in clouds], device),
         origin_index=torch.stack([c.origin_index for c in clouds]),
         spatial_shape=tuple(math.ceil(e / shape_multiple) * shape_multiple for e in extent),
-        voxel_size=float(voxel_size))
+        voxel_size=float(voxel_size), points=_cat(list(points)))
 
 
 def _check_inputs(points: Sequence[torch.Tensor], features: Sequence[torch.Tensor]) -> None:

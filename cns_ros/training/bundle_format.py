@@ -7,7 +7,7 @@ A bundle is a folder of four files; nothing in it is ever unpickled (safetensors
                                  every option of their typed configs but the sparse backend),
                                  voxel size, input features, text settings, metadata
     model.safetensors            the weights, ONE file, keys prefixed by network:
-                                   '3d.<key>'  the 3D network (MinkUNet), sparse kernels as
+                                   '3d.<key>'  the 3D network (MinkUNet, SPVCNN), sparse kernels as
                                                '<path>.kernel' in the backend-neutral layout
                                                (K, K, K, C_in, C_out) of cns_ros.models.layout,
                                                so spconv and torchsparse both load it

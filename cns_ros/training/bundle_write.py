@@ -60,7 +60,7 @@ def write_bundle(out_dir: str | os.PathLike[str], *, net3d: Any, model_name: str
 
     Args:
         out_dir: The bundle folder to create.
-        net3d: The trained 3D network (a MinkUNet; any sparse backend).
+        net3d: The trained 3D network (MinkUNet or SPVCNN; any sparse backend).
         model_name: Its registry name (``MODEL_BUILDERS`` key).
         model_options: Its config keywords; checked against ``net3d.config``, whose resolved
             values (planes, layers, voxel size, input features, ...) are what is stored.

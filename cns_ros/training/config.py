@@ -113,7 +113,8 @@ class ModelConfig:
     """The networks (built by ``cns_ros.models.build``)."""
 
     name_3d: str = 'minkunet34c'
-    """3D network: a key of ``cns_ros.models.build.MODEL_BUILDERS``."""
+    """3D network: a key of ``cns_ros.models.build.MODEL_BUILDERS``: 'minkunet14a',
+    'minkunet18a', 'minkunet34c' (CNS) or 'spvcnn' (CLIP2Scene's nuScenes network)."""
     name_2d: str = 'deeplabv3_r50'
     """2D network (CNS only): a key of ``MODEL_BUILDERS``."""
     voxel_size: float = 0.1
