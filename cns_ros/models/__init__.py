@@ -9,8 +9,10 @@ Modules (each imports torch itself; importing this package is cheap):
 - ``backends``: the spconv and torchsparse adapters (and spconv's CPU fixes).
 - ``layout``: the backend-neutral kernel layout of checkpoints and bundles.
 - ``minkunet``: MinkUNet14A / 18A / Res16UNet34C with per-point text-space outputs.
-- ``image_net``: DeepLabV3-ResNet50 with a text-space head, its ImageNet input normalisation
-  and the logits -> label image step shared by the live node and offline evaluation.
+- ``image_net``: DeepLabV3 with a text-space head, its ImageNet input normalisation and the
+  logits -> label image step shared by the live node and offline evaluation.
+- ``image_backbones``: the 2D network's ImageNet backbones (ResNet-50, and the light ResNet-18
+  and MobileNetV3-Large) and their local-checkpoint loading.
 - ``heads``: the text classifier (vocabulary as data) and the SAM projections (K_f = 64).
 - ``build``: ``MODEL_BUILDERS`` (name -> builder taking a typed config) and ``build_model``.
 """
