@@ -177,6 +177,31 @@ def test_train_cns_two_steps(world, tmp_path):
     assert list((out / 'tensorboard').glob('events.out.tfevents.*'))
 
 
+@pytest.mark.parametrize('name_2d', ['deeplabv3_mbv3', 'deeplabv3_r18'])
+def test_train_cns_two_steps_with_a_light_2d_network(world, tmp_path, name_2d):
+    """Co-training with the light 2D network; its checkpoint exports a bundle that records it."""
+    from cns_ros.training.bundle_checkpoint import bundle_from_checkpoint
+    from cns_ros.training.bundle_format import load_bundle
+
+    out = tmp_path / 'light'
+    options = 'model.options_2d={allow_random_weights: true, head: conv1x1}'  # the whole map
+    assert train.main(_args(world, out, 'synthetic_cns.yaml', '--steps', '2', '--set', options,
+                            '--set', 'cns.start_step=1', '--set', f'model.name_2d={name_2d}')) == 0
+    rows = _history(out)
+    assert [r['step'] for r in rows] == [0, 1] and all(np.isfinite(r['loss']) for r in rows)
+    assert {'loss/ce_2d', 'loss/latent_2d'} <= set(rows[0]) and rows[1]['source_2d'] != 'none'
+    checkpoint = out / 'checkpoints' / 'step_00000002.pt'  # after 2 steps (checkpoint.py)
+    first = {'deeplabv3_mbv3': 'net2d.backbone.0.0.weight',  # MobileNetV3 features[0] conv
+             'deeplabv3_r18': 'net2d.backbone.conv1.weight'}[name_2d]
+    state = load_checkpoint(checkpoint)['model']
+    assert first in state and state['net2d.aspp.convs.0.0.weight'].shape[1] == {
+        'deeplabv3_mbv3': 960, 'deeplabv3_r18': 512}[name_2d]
+    bundle = load_bundle(bundle_from_checkpoint(checkpoint, tmp_path / 'bundle'))
+    assert bundle.image_model == name_2d and bundle.image_model_options['head'] == 'conv1x1'
+    assert bundle.image_model_options['backbone'] == {
+        'deeplabv3_mbv3': 'mobilenet_v3_large', 'deeplabv3_r18': 'resnet18'}[name_2d]
+
+
 def test_resume_continues_with_the_identical_loss_trajectory(world, tmp_path):
     # 3D-only CNS with co-training from step 1; 3 keyframes, batch 1: step 3 opens epoch 1;
     # class weights on, so their running frequency estimate must resume exactly too

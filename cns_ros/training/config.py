@@ -115,7 +115,9 @@ class ModelConfig:
     name_3d: str = 'minkunet34c'
     """3D network: a key of ``cns_ros.models.build.MODEL_BUILDERS``."""
     name_2d: str = 'deeplabv3_r50'
-    """2D network (CNS only): a key of ``MODEL_BUILDERS``."""
+    """2D network (CNS only): a key of ``MODEL_BUILDERS``: 'deeplabv3_r50' (reference) or the
+    light 'deeplabv3_r18' / 'deeplabv3_mbv3' (CPU studies, embedded targets; their ImageNet
+    checkpoint goes in ``options_2d.backbone_checkpoint`` as for ResNet-50)."""
     voxel_size: float = 0.1
     """Voxel edge, metres."""
     input_features: tuple[str, ...] = ('intensity',)
