@@ -242,7 +242,7 @@ def test_train_cns_two_steps(world, tmp_path):
     assert [r['step'] for r in rows] == [0, 1]
     assert {'loss/ce_3d', 'loss/ce_2d', 'loss/latent_3d', 'loss/latent_2d'} <= set(rows[0])
     assert rows[0]['source_3d'] == 'teacher_pixel' and all(np.isfinite(r['loss']) for r in rows)
-    checkpoint = out / 'checkpoints' / 'step_00000001.pt'
+    checkpoint = out / 'checkpoints' / 'step_00000002.pt'
     state = load_checkpoint(checkpoint)
     assert state['step'] == 2 and state['text_embeddings'].shape == (16, 512)
     assert any(k.startswith('net2d.') for k in state['model'])
@@ -296,7 +296,7 @@ def test_resume_continues_with_the_identical_loss_trajectory(world, tmp_path):
              '--set', 'cns.class_balance=0.5', '--set', 'log.checkpoint_every=2')
     straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
     assert train.main(_args(world, straight, 'synthetic_cns.yaml', '--steps', '4', *extra)) == 0
-    checkpoint = straight / 'checkpoints' / 'step_00000001.pt'
+    checkpoint = straight / 'checkpoints' / 'step_00000002.pt'
     assert train.main(['--resume', str(checkpoint), '--out', str(resumed), '--device', 'cpu',
                        '--no-progress']) == 0
     full, tail = _history(straight), _history(resumed)
