@@ -72,7 +72,7 @@ def _first_weight(name: str, net) -> torch.Tensor:
         return net.stem[0][0].backend_kernel
     if name.startswith('minkunet'):
         return net.stem[0].backend_kernel
-    return net.backbone.conv1.weight
+    return next(net.backbone.parameters())  # conv1 (ResNet) or features.0.0 (MobileNetV3)
 
 
 @pytest.mark.parametrize('name', sorted(MODEL_BUILDERS))
@@ -126,6 +126,24 @@ def test_full_size_parameter_counts():
               ('minkunet14a', 'minkunet18a', 'minkunet34c', 'spvcnn')}
     assert counts == {'minkunet14a': 8_061_088, 'minkunet18a': 15_529_760,
                       'minkunet34c': 37_892_640, 'spvcnn': 22_019_840}
+
+
+def test_full_size_2d_parameter_counts():
+    """The DeepLabV3 counts quoted in cns_ros.models.build's docstring (random init, CPU):
+    the 3x3 head and, 1,049,088 (= 256 * 512 * 8) fewer, the 1x1 head."""
+    counts = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', UserWarning)  # random-weights warning
+        for name in ('deeplabv3_r50', 'deeplabv3_r18', 'deeplabv3_mbv3'):
+            for head in ('conv3x3_bn_relu', 'conv1x1'):
+                net = build_model(name, DeepLabV3Config(allow_random_weights=True, head=head))
+                counts[name, head] = count_parameters(net)
+    assert {k[0]: v for k, v in counts.items() if k[1] == 'conv3x3_bn_relu'} == {
+        'deeplabv3_r50': 40_223_808, 'deeplabv3_r18': 16_489_024,
+        'deeplabv3_mbv3': 11_610_416}
+    assert {k[0]: v for k, v in counts.items() if k[1] == 'conv1x1'} == {
+        'deeplabv3_r50': 39_174_720, 'deeplabv3_r18': 15_439_936,
+        'deeplabv3_mbv3': 10_561_328}
 
 
 def test_points_in_one_voxel_get_identical_outputs():
@@ -257,29 +275,88 @@ def test_sam_projection_heads_shapes():
     assert heads.sam(torch.zeros(1, 256, 36, 64)).shape == (1, 64, 36, 64)
 
 
-def test_deeplab_random_weights_are_flagged_and_missing_weights_explained(tmp_path):
-    with pytest.raises(MissingBackboneWeightsError, match=r'resnet50-0676ba61\.pth'):
-        build_model('deeplabv3_r50', DeepLabV3Config())
-    with pytest.raises(MissingBackboneWeightsError, match='does not exist'):
-        build_model('deeplabv3_r50', DeepLabV3Config(backbone_checkpoint=str(tmp_path / 'x')))
+#: (builder, torchvision ImageNet V1 file, torchvision constructor name, title in messages)
+DEEPLABS = [('deeplabv3_r50', 'resnet50-0676ba61.pth', 'resnet50', 'ResNet-50'),
+            ('deeplabv3_r18', 'resnet18-f37072fd.pth', 'resnet18', 'ResNet-18'),
+            ('deeplabv3_mbv3', 'mobilenet_v3_large-8738ca79.pth', 'mobilenet_v3_large',
+             'MobileNetV3-Large')]
+
+
+@pytest.mark.parametrize(('name', 'file', 'arch', 'title'), DEEPLABS)
+def test_deeplab_random_weights_are_flagged_and_missing_weights_explained(
+        tmp_path, name, file, arch, title):
+    with pytest.raises(MissingBackboneWeightsError, match=rf'{title}.*{file}'):
+        build_model(name, DeepLabV3Config())
+    with pytest.raises(MissingBackboneWeightsError, match=rf'does not exist.*{file}'):
+        build_model(name, DeepLabV3Config(backbone_checkpoint=str(tmp_path / 'x')))
     with pytest.warns(UserWarning, match='random backbone weights'):
-        net = build_model('deeplabv3_r50', DeepLabV3Config(allow_random_weights=True))
+        net = build_model(name, DeepLabV3Config(allow_random_weights=True))
     assert net.random_weights is True
 
 
-def test_deeplab_loads_a_local_backbone_checkpoint(tmp_path):
-    from torchvision.models import resnet50
+@pytest.mark.parametrize(('name', 'file', 'arch', 'title'), DEEPLABS)
+def test_deeplab_loads_a_local_backbone_checkpoint(tmp_path, name, file, arch, title):
+    """Every backbone tensor equals the torchvision ImageNet-format file's (classifier
+    dropped); a file of another architecture is refused, naming the expected file."""
+    import torchvision
 
-    reference = resnet50(weights=None)
-    path = tmp_path / 'resnet50-0676ba61.pth'
+    reference = getattr(torchvision.models, arch)(weights=None)
+    path = tmp_path / file
     torch.save(reference.state_dict(), path)
-    net = build_model('deeplabv3_r50', DeepLabV3Config(backbone_checkpoint=str(path)))
-    assert net.random_weights is False
-    assert torch.equal(net.backbone.layer4[0].conv2.weight, reference.layer4[0].conv2.weight)
+    net = build_model(name, DeepLabV3Config(backbone_checkpoint=str(path)))
+    assert net.random_weights is False and net.config.backbone == arch
+    expected = reference.state_dict()
+    prefix = 'features.' if arch.startswith('mobilenet') else ''
+    loaded = net.backbone.state_dict()
+    assert len(loaded) > 100
+    for key, value in loaded.items():
+        assert torch.equal(value, expected[prefix + key]), key
     bad = tmp_path / 'bad.pth'
     torch.save({'conv1.weight': torch.zeros(1)}, bad)
+    with pytest.raises(BackboneCheckpointError, match=rf'(?s)not a torchvision {title}.*{file}'):
+        build_model(name, DeepLabV3Config(backbone_checkpoint=str(bad)))
+
+
+def test_deeplab_checkpoint_of_another_backbone_is_refused(tmp_path):
+    from torchvision.models import resnet18
+
+    path = tmp_path / 'resnet18-f37072fd.pth'
+    torch.save(resnet18(weights=None).state_dict(), path)
     with pytest.raises(BackboneCheckpointError, match='not a torchvision ResNet-50'):
-        build_model('deeplabv3_r50', DeepLabV3Config(backbone_checkpoint=str(bad)))
+        build_model('deeplabv3_r50', DeepLabV3Config(backbone_checkpoint=str(path)))
+    with pytest.raises(ValueError, match="makes a 'resnet18' network"):
+        build_model('deeplabv3_r18', DeepLabV3Config(backbone='resnet50'))
+    with pytest.raises(ValueError, match='output stride'):
+        model_config('deeplabv3_mbv3', backbone='mobilenet_v3_large', output_stride=8)
+    with pytest.raises(ValueError, match='output stride'):
+        build_model('deeplabv3_mbv3', DeepLabV3Config(output_stride=8))
+
+
+@pytest.mark.parametrize('output_stride', [16, 8])
+def test_resnet18_dilation_is_the_strided_network_densified(output_stride):
+    """A trous: with the same weights (eval mode), the dilated ResNet-18's layer4 map sampled
+    every s / 32 pixels equals the plain stride-32 ResNet-18's layer4 map."""
+    from torchvision.models import resnet18
+    from torchvision.models._utils import IntermediateLayerGetter
+
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match='random backbone weights'):
+        net = build_model('deeplabv3_r18', DeepLabV3Config(
+            allow_random_weights=True, output_stride=output_stride)).eval()
+    for module in net.backbone.modules():  # non-trivial BatchNorm statistics
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    plain = resnet18(weights=None).eval()
+    plain.load_state_dict(net.backbone.state_dict(), strict=False)
+    plain = IntermediateLayerGetter(plain, {'layer4': 'out'})
+    images = torch.randn(1, 3, 65, 97)
+    with torch.no_grad():
+        dense, coarse = net.backbone(images)['out'], plain(images)['out']
+    step = 32 // output_stride
+    assert coarse.shape == (1, 512, 3, 4)
+    assert dense.shape == {16: (1, 512, 5, 7), 8: (1, 512, 9, 13)}[output_stride]
+    torch.testing.assert_close(dense[..., ::step, ::step], coarse, atol=1e-4, rtol=1e-4)
 
 
 def test_import_cns_ros_models_is_cheap():

@@ -42,9 +42,12 @@ OPTIONS = {'channel_scale': 0.125, 'out_dim': DIM, 'voxel_size': 0.5,
 
 
 def make_tiny_bundle(path, *, seed=0, net2d=False, clip_model=None, options=None,
-                     steer=None, model='minkunet14a'):
+                     steer=None, model='minkunet14a', image_model='deeplabv3_r50'):
     """A bundle of a random-weight 3D network at 1/8 width (`model`: MinkUNet14A by default,
     or SPVCNN) and optionally DeepLabV3.
+
+    ``image_model``: the 2D network's builder with ``net2d`` (the light ``deeplabv3_r18`` /
+    ``deeplabv3_mbv3`` or the reference ``deeplabv3_r50``).
 
     ``steer``: a (16,) feature that both networks output at every point and pixel (their
     last layer's weights zeroed, its bias set to ``steer``), with the identity as text
@@ -65,9 +68,8 @@ def make_tiny_bundle(path, *, seed=0, net2d=False, clip_model=None, options=None
         options2d = {'out_dim': DIM, 'allow_random_weights': True, 'head': 'conv1x1'}
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
-            extra = {'net2d': build_model('deeplabv3_r50',
-                                          model_config('deeplabv3_r50', **options2d)),
-                     'image_model': 'deeplabv3_r50', 'image_model_options': options2d}
+            extra = {'net2d': build_model(image_model, model_config(image_model, **options2d)),
+                     'image_model': image_model, 'image_model_options': options2d}
     if steer is not None:
         embeddings = torch.eye(vocabulary.num_classes, DIM)
         for head in (net.head, *([extra['net2d'].head] if net2d else [])):
@@ -406,14 +408,36 @@ def test_bad_bundle_and_device(tmp_path, bundle_dir):
         assert resolve_device('auto') == 'cpu'
 
 
-def test_segment_image_with_a_2d_network(tmp_path):
-    bundle = make_tiny_bundle(tmp_path / 'with2d', net2d=True)
+IMAGE_MODELS = {'deeplabv3_r50': 'resnet50', 'deeplabv3_r18': 'resnet18',
+                'deeplabv3_mbv3': 'mobilenet_v3_large'}
+
+
+@pytest.mark.parametrize('image_model', sorted(IMAGE_MODELS))
+def test_segment_image_with_a_2d_network(tmp_path, image_model):
+    import cv2
+    import yaml
+
+    from cns_ros.models.image_net import label_image, normalize_images
+
+    bundle = make_tiny_bundle(tmp_path / 'with2d', net2d=True, image_model=image_model)
+    net2d = yaml.safe_load((bundle / 'model.yaml').read_text())['net2d']
+    assert net2d['model'] == image_model
+    assert net2d['options']['backbone'] == IMAGE_MODELS[image_model]
+    assert 'allow_random_weights' not in net2d['options']
     segmenter = Segmenter(bundle, device='cpu')
     assert segmenter.has_image_net and segmenter.image_size == (32, 64)
+    assert segmenter.net2d.config.backbone == IMAGE_MODELS[image_model]
     image = np.random.default_rng(0).integers(0, 256, (45, 80, 3), dtype=np.uint8)
     labels = segmenter.segment_image(image)
     assert labels.shape == (45, 80) and labels.dtype == np.uint8
     assert labels.max() < segmenter.vocabulary.num_classes
+    # the long way: the bundle's 2D network reloaded, its own classifier, then label_image
+    _, net = load_bundle_networks(load_bundle(bundle), 'cpu')
+    small = cv2.resize(image, (64, 32), interpolation=cv2.INTER_AREA)
+    with torch.no_grad():
+        rgb = torch.from_numpy(small).permute(2, 0, 1).float()[None] / 255.0
+        logits = net.classifier(net(normalize_images(rgb)).features, dim=1)[0]
+    np.testing.assert_array_equal(labels, label_image(logits, (45, 80)))
     with pytest.raises(ValueError, match='uint8'):
         segmenter.segment_image(image.astype(np.float32))
     no2d = Segmenter(make_tiny_bundle(tmp_path / 'no2d'), device='cpu')
@@ -421,10 +445,12 @@ def test_segment_image_with_a_2d_network(tmp_path):
         no2d.segment_image(image)
 
 
-def test_image_labels_follow_the_vocabulary(tmp_path):
+@pytest.mark.parametrize('image_model', sorted(IMAGE_MODELS))
+def test_image_labels_follow_the_vocabulary(tmp_path, image_model):
     """The steered 2D network gives every pixel the logits car 1, pedestrian 2, vegetation 0,
     driveable_surface 3: the label is the position of the largest in the current list."""
-    bundle = make_tiny_bundle(tmp_path / 'steered2d', net2d=True, steer=steer())
+    bundle = make_tiny_bundle(tmp_path / 'steered2d', net2d=True, steer=steer(),
+                              image_model=image_model)
     segmenter = Segmenter(bundle, device='cpu')
     image = np.random.default_rng(0).integers(0, 256, (45, 80, 3), dtype=np.uint8)
     segmenter.set_vocabulary(['car', 'pedestrian', 'vegetation'])

@@ -149,6 +149,79 @@ def test_dataset_pairs_sweeps_and_augmentation(world):
                        batch.pair_label)
 
 
+def _augmenting(base: DataConfig, **options) -> DataConfig:
+    from cns_ros.training.config import ImageAugmentConfig
+
+    return DataConfig(**{**base.__dict__,
+                         'image_augment': ImageAugmentConfig(enabled=True, **options)})
+
+
+def test_image_augmentation_off_changes_nothing_and_identity_crop_is_a_no_op(world):
+    """Off (default): pairs are the cache's, images the plain resize. A crop of the whole grid
+    without flip (scale 1, ratio W / H = 2, flip 0) gives exactly the same sample (but for the
+    SAM embeddings, which augmented samples never carry); the 3D augmentation is unchanged."""
+    import cv2
+
+    from cns_ros.teachers import cache
+
+    dataroot, root = world
+    base = DataConfig(dataroot=str(dataroot), version='v1.0-mini', cache=str(root))
+    off = CachedKeyframes(base, seed=1)[(0, 1)]
+    item = cache.read_keyframe(cache.keyframe_path(root, off['token']))
+    sweep0 = item.sweep_index[item.pair_point] == 0
+    for key in ('pair_camera', 'pair_row', 'pair_col', 'pair_label'):
+        np.testing.assert_array_equal(off[key], getattr(item, key)[sweep0])
+    dataset = CachedKeyframes(base, seed=1)
+    keyframe = dataset.keyframes[dataset.indices[1]]
+    first = keyframe.cameras[str(item.cameras[0])].load_image()
+    np.testing.assert_array_equal(off['images'][0], cv2.resize(
+        first, (32, 16), interpolation=cv2.INTER_AREA).transpose(2, 0, 1))
+    assert off['image_augmented'] is False and off['sam_embedding'][0] is not None
+    same = CachedKeyframes(_augmenting(base, scale=(1.0, 1.0), ratio=(2.0, 2.0), flip=0.0),
+                           seed=1)[(0, 1)]
+    assert same['image_augmented'] is True and all(e is None for e in same['sam_embedding'])
+    for key, value in off.items():
+        if key not in ('sam_embedding', 'image_augmented'):
+            np.testing.assert_array_equal(np.asarray(same[key]), np.asarray(value), key)
+
+
+def test_image_augmentation_crops_flips_and_keeps_pair_labels(world):
+    """Default CLIP2Scene crop + flip on the 16 x 32 label maps: the 3D augmentation is the
+    un-augmented run's, pairs are dropped (never added) and every kept pair still reads its own
+    cached label in the cropped, flipped label map; a function of (seed, epoch, sample)."""
+    dataroot, root = world
+    base = DataConfig(dataroot=str(dataroot), version='v1.0-mini', cache=str(root))
+    plain = CachedKeyframes(base, seed=1)
+    augmented = CachedKeyframes(_augmenting(base), seed=1)
+    dropped = changed = 0
+    for index in range(len(plain)):
+        a, b = plain[(0, index)], augmented[(0, index)]
+        np.testing.assert_array_equal(a['points'], b['points'])
+        assert len(b['pair_row']) <= len(a['pair_row'])
+        dropped += len(a['pair_row']) - len(b['pair_row'])
+        changed += sum(not np.array_equal(x, y) for x, y in zip(a['image_labels'],
+                                                                  b['image_labels'],
+                                                                  strict=True))
+        for key in ('pair_point', 'pair_camera', 'pair_label'):  # kept pairs, in order
+            assert _is_subsequence(b[key], a[key], b['pair_point'], a['pair_point']), key
+    assert dropped > 0 and changed > 0
+    batch = collate([augmented[(0, 0)], augmented[(0, 2)]])
+    assert batch.sam_embedding is None and batch.images.shape == (12, 3, 16, 32)
+    assert torch.equal(batch.image_labels[batch.pair_image, batch.pair_row, batch.pair_col],
+                       batch.pair_label)
+    again = augmented[(0, 2)]
+    np.testing.assert_array_equal(again['pair_col'], augmented[(0, 2)]['pair_col'])
+    assert not all(np.array_equal(x, y) for x, y in zip(
+        augmented[(1, 2)]['image_labels'], again['image_labels'], strict=True))
+
+
+def _is_subsequence(values, of, keys, of_keys) -> bool:
+    """Whether the (key, value) rows are an ordered subsequence of the (of_keys, of) rows."""
+    rows = iter(zip(of_keys.tolist(), of.tolist(), strict=True))
+    return all(any(row == wanted for row in rows)
+               for wanted in zip(keys.tolist(), values.tolist(), strict=True))
+
+
 def test_rng_state_round_trip_through_a_weights_only_file(tmp_path):
     random.seed(1), np.random.seed(2), torch.manual_seed(3)
     state = rng_state()
@@ -175,6 +248,45 @@ def test_train_cns_two_steps(world, tmp_path):
     assert any(k.startswith('net2d.') for k in state['model'])
     assert load_config(checkpoint.with_suffix('.yaml')).schedule.steps == 2
     assert list((out / 'tensorboard').glob('events.out.tfevents.*'))
+
+
+@pytest.mark.parametrize('name_2d', ['deeplabv3_mbv3', 'deeplabv3_r18'])
+def test_train_cns_two_steps_with_a_light_2d_network(world, tmp_path, name_2d):
+    """Co-training with the light 2D network; its checkpoint exports a bundle that records it."""
+    from cns_ros.training.bundle_checkpoint import bundle_from_checkpoint
+    from cns_ros.training.bundle_format import load_bundle
+
+    out = tmp_path / 'light'
+    options = 'model.options_2d={allow_random_weights: true, head: conv1x1}'  # the whole map
+    assert train.main(_args(world, out, 'synthetic_cns.yaml', '--steps', '2', '--set', options,
+                            '--set', 'cns.start_step=1', '--set', f'model.name_2d={name_2d}')) == 0
+    rows = _history(out)
+    assert [r['step'] for r in rows] == [0, 1] and all(np.isfinite(r['loss']) for r in rows)
+    assert {'loss/ce_2d', 'loss/latent_2d'} <= set(rows[0]) and rows[1]['source_2d'] != 'none'
+    checkpoint = out / 'checkpoints' / 'step_00000002.pt'  # after 2 steps (checkpoint.py)
+    first = {'deeplabv3_mbv3': 'net2d.backbone.0.0.weight',  # MobileNetV3 features[0] conv
+             'deeplabv3_r18': 'net2d.backbone.conv1.weight'}[name_2d]
+    state = load_checkpoint(checkpoint)['model']
+    assert first in state and state['net2d.aspp.convs.0.0.weight'].shape[1] == {
+        'deeplabv3_mbv3': 960, 'deeplabv3_r18': 512}[name_2d]
+    bundle = load_bundle(bundle_from_checkpoint(checkpoint, tmp_path / 'bundle'))
+    assert bundle.image_model == name_2d and bundle.image_model_options['head'] == 'conv1x1'
+    assert bundle.image_model_options['backbone'] == {
+        'deeplabv3_mbv3': 'mobilenet_v3_large', 'deeplabv3_r18': 'resnet18'}[name_2d]
+
+
+def test_train_cns_two_steps_with_image_augmentation(world, tmp_path):
+    """Light 2D network, CLIP2Scene's crop + flip, no latent loss (SAM embeddings belong to
+    the un-augmented images)."""
+    out = tmp_path / 'augmented'
+    assert train.main(_args(world, out, 'synthetic_cns.yaml', '--steps', '2',
+                            '--set', 'model.name_2d=deeplabv3_mbv3',
+                            '--set', 'data.image_augment.enabled=true',
+                            '--set', 'cns.latent=false')) == 0
+    rows = _history(out)
+    assert [r['step'] for r in rows] == [0, 1] and all(np.isfinite(r['loss']) for r in rows)
+    assert 'loss/ce_2d' in rows[0] and not any(k.startswith('loss/latent') for k in rows[0])
+    assert load_config(out / 'config.yaml').data.image_augment.enabled
 
 
 def test_resume_continues_with_the_identical_loss_trajectory(world, tmp_path):

@@ -12,8 +12,10 @@ Modules (each imports torch itself; importing this package is cheap):
 - ``minkunet``: MinkUNet14A / 18A / Res16UNet34C with per-point text-space outputs.
 - ``spvcnn``: SPVCNN (point and voxel branches, 480-d per-point latents) with the same outputs;
   ``point_voxel``: its points -> voxels (mean) and voxels -> points (trilinear) maps.
-- ``image_net``: DeepLabV3-ResNet50 with a text-space head, its ImageNet input normalisation
-  and the logits -> label image step shared by the live node and offline evaluation.
+- ``image_net``: DeepLabV3 with a text-space head, its ImageNet input normalisation and the
+  logits -> label image step shared by the live node and offline evaluation.
+- ``image_backbones``: the 2D network's ImageNet backbones (ResNet-50, and the light ResNet-18
+  and MobileNetV3-Large) and their local-checkpoint loading.
 - ``heads``: the text classifier (vocabulary as data) and the SAM projections (K_f = 64).
 - ``build``: ``MODEL_BUILDERS`` (name -> builder taking a typed config) and ``build_model``.
 """

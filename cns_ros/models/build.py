@@ -1,19 +1,23 @@
 """Model registry: a plain dict of builder functions, each taking its typed config.
 
-=================  ===============  ==========  =======================================
-name               config           parameters  notes
-=================  ===============  ==========  =======================================
-``minkunet14a``    MinkUNetConfig    8,061,088  MinkUNet14A (CLIP2Scene, ScanNet)
-``minkunet18a``    MinkUNetConfig   15,529,760  MinkUNet18A (OpenScene)
-``minkunet34c``    MinkUNetConfig   37,892,640  Res16UNet34C (CNS)
-``spvcnn``         SPVCNNConfig     22,019,840  SPVCNN (CLIP2Scene, nuScenes), per point
-``deeplabv3_r50``  DeepLabV3Config  40,223,808  DeepLabV3-ResNet50, OS 16 (CNS 2D)
-=================  ===============  ==========  =======================================
+==================  ===============  ==========  =============================================
+name                config           parameters  notes
+==================  ===============  ==========  =============================================
+``minkunet14a``     MinkUNetConfig    8,061,088  MinkUNet14A (CLIP2Scene, ScanNet)
+``minkunet18a``     MinkUNetConfig   15,529,760  MinkUNet18A (OpenScene)
+``minkunet34c``     MinkUNetConfig   37,892,640  Res16UNet34C (CNS)
+``spvcnn``          SPVCNNConfig     22,019,840  SPVCNN (CLIP2Scene, nuScenes), per point
+``deeplabv3_r50``   DeepLabV3Config  40,223,808  DeepLabV3-ResNet50, OS 16 (CNS 2D)
+``deeplabv3_r18``   DeepLabV3Config  16,489,024  DeepLabV3-ResNet18, OS 16 (light 2D)
+``deeplabv3_mbv3``  DeepLabV3Config  11,610,416  DeepLabV3-MobileNetV3-Large, OS 16 (light 2D)
+==================  ===============  ==========  =============================================
 
 Parameter counts are for the default configs (1 input channel (intensity), D = 512, no local
-head (+49,664 with it; SPVCNN +246,272); DeepLab with the 3x3 conv head, 39,174,720 with the
-1x1 head); the text embeddings are a buffer, not parameters. ``tests/test_models.py`` checks
-the 3D counts.
+head (+49,664 with it; SPVCNN +246,272); DeepLab with the 3x3 conv head, 1,049,088 fewer with
+the 1x1 head: 39,174,720 / 15,439,936 / 10,561,328); the text embeddings are a buffer, not
+parameters. ``tests/test_models.py`` checks every count of the table. The three DeepLabV3
+builders differ only in ``DeepLabV3Config.backbone`` (set by the builder; a config naming
+another backbone is an error).
 
 Example::
 
@@ -35,9 +39,9 @@ from cns_ros.models.image_net import DeepLabV3Config, DeepLabV3Text
 from cns_ros.models.minkunet import MinkUNet, MinkUNetConfig
 from cns_ros.models.spvcnn import SPVCNN, SPVCNNConfig
 
-__all__ = ['MODEL_BUILDERS', 'MODEL_CONFIGS', 'build_deeplabv3_r50', 'build_minkunet14a',
-           'build_minkunet18a', 'build_minkunet34c', 'build_model', 'build_spvcnn',
-           'count_parameters', 'model_config']
+__all__ = ['MODEL_BUILDERS', 'MODEL_CONFIGS', 'build_deeplabv3_mbv3', 'build_deeplabv3_r18',
+           'build_deeplabv3_r50', 'build_minkunet14a', 'build_minkunet18a', 'build_minkunet34c',
+           'build_model', 'build_spvcnn', 'count_parameters', 'model_config']
 
 
 def build_minkunet14a(config: MinkUNetConfig | None = None) -> MinkUNet:
@@ -62,7 +66,17 @@ def build_spvcnn(config: SPVCNNConfig | None = None) -> SPVCNN:
 
 def build_deeplabv3_r50(config: DeepLabV3Config | None = None) -> DeepLabV3Text:
     """DeepLabV3-ResNet50 with a D-dim head (needs backbone weights or the random flag)."""
-    return DeepLabV3Text(config or DeepLabV3Config())
+    return DeepLabV3Text((config or DeepLabV3Config()).with_backbone('resnet50'))
+
+
+def build_deeplabv3_r18(config: DeepLabV3Config | None = None) -> DeepLabV3Text:
+    """DeepLabV3-ResNet18 (dilated layer4 at OS 16) with a D-dim head: a light 2D network."""
+    return DeepLabV3Text((config or DeepLabV3Config()).with_backbone('resnet18'))
+
+
+def build_deeplabv3_mbv3(config: DeepLabV3Config | None = None) -> DeepLabV3Text:
+    """DeepLabV3-MobileNetV3-Large (OS 16) with a D-dim head: the lightest 2D network."""
+    return DeepLabV3Text((config or DeepLabV3Config()).with_backbone('mobilenet_v3_large'))
 
 
 MODEL_BUILDERS: dict[str, Callable[[Any], nn.Module]] = {
@@ -71,6 +85,8 @@ MODEL_BUILDERS: dict[str, Callable[[Any], nn.Module]] = {
     'minkunet34c': build_minkunet34c,
     'spvcnn': build_spvcnn,
     'deeplabv3_r50': build_deeplabv3_r50,
+    'deeplabv3_r18': build_deeplabv3_r18,
+    'deeplabv3_mbv3': build_deeplabv3_mbv3,
 }
 MODEL_CONFIGS: dict[str, type] = {
     'minkunet14a': MinkUNetConfig,
@@ -78,6 +94,8 @@ MODEL_CONFIGS: dict[str, type] = {
     'minkunet34c': MinkUNetConfig,
     'spvcnn': SPVCNNConfig,
     'deeplabv3_r50': DeepLabV3Config,
+    'deeplabv3_r18': DeepLabV3Config,
+    'deeplabv3_mbv3': DeepLabV3Config,
 }
 
 

@@ -1,17 +1,22 @@
-"""2D network: DeepLabV3-ResNet50 with a D-dim head and the text embeddings as classifier.
+"""2D network: DeepLabV3 with a D-dim head and the text embeddings as classifier.
 
-Built from torchvision's components (reference B4): ``resnet50`` with
-``replace_stride_with_dilation=[False, False, True]`` (output stride 16, the reference's
-setting; torchvision's ``deeplabv3_resnet50`` builder fixes output stride 8, so it is not
-used), torchvision's ``ASPP`` with rates (6, 12, 18) -> 256 channels (project dropout 0.1 as
-in the reference, torchvision's default is 0.5), then the D-dim head (reference: 3x3 conv
-256 -> D + BN + ReLU; or a plain 1x1 conv), bilinearly upsampled to the input size. Logits are
-``classifier(features, dim=1)``: a dot product with the frozen (C, D) text embeddings.
+Built from torchvision's components (reference B4): an ImageNet backbone
+(:mod:`cns_ros.models.image_backbones`; ``DeepLabV3Config.backbone``): ResNet-50 (the CNS
+reference) or, for CPU studies and embedded targets, ResNet-18 or MobileNetV3-Large, at output
+stride 16 (the reference's setting; torchvision's ``deeplabv3_resnet50`` builder fixes output
+stride 8, so it is not used) or 8; torchvision's ``ASPP`` on the backbone's last feature map
+with rates (6, 12, 18) at OS 16, (12, 24, 36) at OS 8 -> 256 channels (project dropout 0.1 as
+in the reference, torchvision's default is 0.5; torchvision's MobileNetV3 DeepLabV3 uses rates
+(12, 24, 36) at OS 16, here the rates follow the output stride for every backbone), then the
+D-dim head (reference: 3x3 conv 256 -> D + BN + ReLU; or a plain 1x1 conv), bilinearly
+upsampled to the input size. Logits are ``classifier(features, dim=1)``: a dot product with
+the frozen (C, D) text embeddings.
 
-ImageNet backbone weights come only from a local torchvision checkpoint
-(``resnet50-0676ba61.pth`` V1 or ``resnet50-11ad3fa6.pth`` V2; ``.pth`` read with
-``torch.load(weights_only=True)``, or ``.safetensors``). Without one, random weights need
-``allow_random_weights=True`` and set ``random_weights = True`` with a warning.
+ImageNet backbone weights come only from a local torchvision checkpoint (for ResNet-50
+``resnet50-0676ba61.pth`` V1 or ``resnet50-11ad3fa6.pth`` V2; the other backbones'
+files: ``image_backbones.BACKBONES``; ``.pth`` read with ``torch.load(weights_only=True)``, or
+``.safetensors``). Without one, random weights need ``allow_random_weights=True`` and set
+``random_weights = True`` with a warning.
 
 In training mode the ASPP image-pooling branch normalises a 1x1 map, so batches need >= 2
 images (BatchNorm needs more than one value per channel).
@@ -20,30 +25,33 @@ images (BatchNorm needs more than one value per channel).
 from __future__ import annotations
 
 import dataclasses
-import logging
-import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
 from cns_ros.models.heads import TextClassifier, TextClassifierConfig
+from cns_ros.models.image_backbones import (
+    BACKBONE_NAMES,
+    BACKBONES,
+    BackboneCheckpointError,
+    BackboneName,
+    MissingBackboneWeightsError,
+    build_backbone,
+    load_backbone_state_dict,
+)
 
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'RESNET50_CHECKPOINT_FILES',
            'BackboneCheckpointError', 'DeepLabV3Config', 'DeepLabV3Text', 'ImageOutput',
            'MissingBackboneWeightsError', 'label_image', 'load_backbone_state_dict',
            'normalize_images']
 
-logger = logging.getLogger(__name__)
-
-RESNET50_CHECKPOINT_FILES = ('resnet50-0676ba61.pth', 'resnet50-11ad3fa6.pth')
+RESNET50_CHECKPOINT_FILES = BACKBONES['resnet50'].checkpoint_files
 _ASPP_RATES = {16: (6, 12, 18), 8: (12, 24, 36)}
-_DILATION = {16: [False, False, True], 8: [False, True, True]}
 LATENT_CHANNELS = 256  # ASPP output width
 #: ImageNet per-channel mean / std of RGB in [0, 1]: the 2D network's input normalisation (the
-#: statistics its torchvision ResNet-50 backbone was trained with; recorded in bundles).
+#: statistics its torchvision ImageNet backbones were trained with; recorded in bundles).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -86,39 +94,28 @@ def label_image(logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     return labels if labels.shape == size else resize_nearest(labels, size)
 
 
-class MissingBackboneWeightsError(FileNotFoundError):
-    """No ImageNet backbone checkpoint given (and random weights not allowed), or no file."""
-
-
-class BackboneCheckpointError(ValueError):
-    """The checkpoint is not a torchvision ResNet-50 state dict."""
-
-
-def _weights_help() -> str:
-    v1, v2 = RESNET50_CHECKPOINT_FILES
-    return (f"Obtain torchvision's ImageNet ResNet-50 weights '{v1}' (IMAGENET1K_V1, "
-            f'https://download.pytorch.org/models/{v1}) or \'{v2}\' (IMAGENET1K_V2) and pass '
-            f"DeepLabV3Config(backbone_checkpoint='/path/to/{v1}') (training YAML: "
-            f'model.options_2d.backbone_checkpoint), or set allow_random_weights=True for '
-            f'tests and benchmarks.')
-
-
 @dataclass(frozen=True)
 class DeepLabV3Config:
-    """DeepLabV3-ResNet50 text-space network.
+    """DeepLabV3 text-space network.
 
     Attributes:
+        backbone: 'resnet50' (CNS reference), 'resnet18' or 'mobilenet_v3_large' (light, OS 16
+            only); None: the builder's (``deeplabv3_r50`` / ``deeplabv3_r18`` /
+            ``deeplabv3_mbv3`` in ``cns_ros.models.build``).
         out_dim: D, the CLIP text-embedding dimension of the head.
         output_stride: 16 (reference; ASPP rates 6, 12, 18) or 8 (rates 12, 24, 36).
         head: 'conv3x3_bn_relu' (reference: 3x3 conv 256 -> D, BN, ReLU) or 'conv1x1' (a 1x1
             conv 256 -> D with bias, unconstrained sign).
         aspp_dropout: Dropout after the ASPP projection (reference 0.1).
-        backbone_checkpoint: Local torchvision ResNet-50 ImageNet checkpoint (.pth or
-            .safetensors); None: random weights, only with `allow_random_weights`.
+        backbone_checkpoint: Local torchvision ImageNet checkpoint of the backbone (.pth or
+            .safetensors, e.g. ``resnet50-0676ba61.pth``, ``resnet18-f37072fd.pth``,
+            ``mobilenet_v3_large-8738ca79.pth``); None: random weights, only with
+            `allow_random_weights`.
         allow_random_weights: Permit random backbone weights (flagged on the model).
         classifier: Text-classifier settings.
     """
 
+    backbone: BackboneName | None = None
     out_dim: int = 512
     output_stride: int = 16
     head: str = 'conv3x3_bn_relu'
@@ -131,11 +128,27 @@ class DeepLabV3Config:
         if self.output_stride not in _ASPP_RATES:
             raise ValueError(f'DeepLabV3Config.output_stride must be 8 or 16, found '
                              f'{self.output_stride}')
+        if self.backbone is not None:
+            if self.backbone not in BACKBONE_NAMES:
+                raise ValueError(f'DeepLabV3Config.backbone must be one of {BACKBONE_NAMES} '
+                                 f'(or None), found {self.backbone!r}')
+            spec = BACKBONES[self.backbone]
+            if self.output_stride not in spec.output_strides:
+                raise ValueError(f'DeepLabV3Config: the {spec.title} backbone supports output '
+                                 f'stride {list(spec.output_strides)}, found '
+                                 f'{self.output_stride}')
         if self.head not in ('conv3x3_bn_relu', 'conv1x1'):
             raise ValueError(f"DeepLabV3Config.head must be 'conv3x3_bn_relu' or 'conv1x1', "
                              f'found {self.head!r}')
         if self.out_dim < 1 or not 0.0 <= self.aspp_dropout < 1.0:
             raise ValueError('DeepLabV3Config: out_dim must be >= 1, aspp_dropout in [0, 1)')
+
+    def with_backbone(self, backbone: BackboneName) -> DeepLabV3Config:
+        """This config with ``backbone`` set; a different backbone already set is an error."""
+        if self.backbone not in (None, backbone):
+            raise ValueError(f'DeepLabV3Config.backbone = {self.backbone!r}, but this builder '
+                             f'makes a {backbone!r} network')
+        return dataclasses.replace(self, backbone=backbone)
 
 
 @dataclass(frozen=True, eq=False)
@@ -152,72 +165,12 @@ class ImageOutput:
     latent: torch.Tensor
 
 
-def load_backbone_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a ResNet-50 state dict without unpickling arbitrary objects.
-
-    Args:
-        path: ``.safetensors`` or a torch file holding a state dict (optionally under
-            'state_dict' or 'model'; a 'module.' prefix is removed).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise MissingBackboneWeightsError(f'backbone checkpoint {str(path)!r} does not exist. '
-                                          + _weights_help())
-    if path.suffix == '.safetensors':
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location='cpu', weights_only=True)
-    for key in ('state_dict', 'model'):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict):
-        raise BackboneCheckpointError(f'{path}: expected a state dict, found {type(state)}')
-    return {k.removeprefix('module.'): v for k, v in state.items()}
-
-
-def _load_resnet(resnet: nn.Module, state: dict[str, torch.Tensor], path: str) -> None:
-    """Load every ResNet-50 weight but the classifier (fc); anything else is an error."""
-    state = {k: v for k, v in state.items() if not k.startswith('fc.')}
-    try:
-        result = resnet.load_state_dict(state, strict=False)
-    except RuntimeError as error:  # shape mismatches
-        raise BackboneCheckpointError(f'{path}: not a torchvision ResNet-50 state dict '
-                                      f'({error}). ' + _weights_help()) from error
-    missing = [k for k in result.missing_keys if not k.startswith('fc.')]
-    if missing or result.unexpected_keys:
-        raise BackboneCheckpointError(
-            f'{path}: not a torchvision ResNet-50 state dict (missing {missing[:5]}'
-            f'{"..." if len(missing) > 5 else ""}, unexpected {result.unexpected_keys[:5]}). '
-            + _weights_help())
-
-
-def _resnet50_backbone(config: DeepLabV3Config) -> tuple[nn.Module, bool]:
-    """ResNet-50 (without avgpool / fc) and whether its weights are random."""
-    from torchvision.models import resnet50
-    from torchvision.models._utils import IntermediateLayerGetter
-
-    resnet = resnet50(weights=None, replace_stride_with_dilation=_DILATION[config.output_stride])
-    random_weights = config.backbone_checkpoint is None
-    if random_weights and not config.allow_random_weights:
-        raise MissingBackboneWeightsError('DeepLabV3 needs ImageNet ResNet-50 backbone '
-                                          'weights. ' + _weights_help())
-    if random_weights:
-        warnings.warn('DeepLabV3: random backbone weights (allow_random_weights=True); '
-                      'outputs are meaningless until trained', stacklevel=3)
-    else:
-        state = load_backbone_state_dict(config.backbone_checkpoint)
-        _load_resnet(resnet, state, config.backbone_checkpoint)
-        logger.info('DeepLabV3 backbone weights from %s', config.backbone_checkpoint)
-    return IntermediateLayerGetter(resnet, return_layers={'layer4': 'out'}), random_weights
-
-
 class DeepLabV3Text(nn.Module):
-    """DeepLabV3-ResNet50 -> (B, D, H, W) text-space features (see the module docstring).
+    """DeepLabV3 -> (B, D, H, W) text-space features (see the module docstring).
 
     Attributes:
-        config: The :class:`DeepLabV3Config`.
+        config: The :class:`DeepLabV3Config` (``backbone`` set: build through
+            ``cns_ros.models.build`` or call ``config.with_backbone(...)``).
         random_weights: True when the backbone was not loaded from a checkpoint.
         classifier: :class:`TextClassifier`; ``classifier(output.features, dim=1)`` gives
             (B, C, H, W) logits.
@@ -227,9 +180,15 @@ class DeepLabV3Text(nn.Module):
         super().__init__()
         from torchvision.models.segmentation.deeplabv3 import ASPP
 
+        if config.backbone is None:
+            raise ValueError('DeepLabV3Config.backbone is unset: build through '
+                             'cns_ros.models.build or call config.with_backbone(...)')
         self.config = config
-        self.backbone, self.random_weights = _resnet50_backbone(config)
-        self.aspp = ASPP(2048, _ASPP_RATES[config.output_stride], LATENT_CHANNELS)
+        self.backbone, self.random_weights = build_backbone(
+            config.backbone, config.output_stride, config.backbone_checkpoint,
+            config.allow_random_weights)
+        self.aspp = ASPP(BACKBONES[config.backbone].channels, _ASPP_RATES[config.output_stride],
+                         LATENT_CHANNELS)
         self.aspp.project[-1].p = config.aspp_dropout
         if config.head == 'conv3x3_bn_relu':
             self.head: nn.Module = nn.Sequential(

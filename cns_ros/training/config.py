@@ -76,6 +76,52 @@ class AugmentConfig:
 
 
 @dataclass(frozen=True)
+class ImageAugmentConfig:
+    """CLIP2Scene's image augmentation (reference A3.4), OFF by default.
+
+    Per camera image of a training sample (seeded: a function of the run seed, epoch and
+    sample, as the 3D augmentation, on its own random stream): a random resized crop of the
+    label-map grid, resized back to ``label_size``, then a horizontal flip with probability
+    ``flip``, applied together to the image, its cached label map and SAM segments (nearest
+    neighbour) and its point <-> pixel pairs (pairs outside the crop are dropped; the others
+    move exactly with the pixel grid: ``cns_ros.training.image_augment``). With
+    ``data.images: false`` only the pairs are cropped and flipped.
+
+    The cached SAM embeddings belong to the un-augmented images, so they are not used with
+    this option (CNS needs ``cns.latent: false``; the CNS-derived code turns image
+    augmentation off for this reason, reference B6). Unlike the CLIP2Scene code, which loads
+    the images again for every sweep, all sweeps of a sample share one crop per camera.
+    """
+
+    enabled: bool = False
+    """Crop and flip the images, label maps and pairs of training samples."""
+    scale: tuple[float, float] = (0.3, 1.0)
+    """Range of the crop area as a fraction of the label map (uniform; code: [0.3, 1])."""
+    ratio: tuple[float, float] = (14.0 / 9.0, 17.0 / 9.0)
+    """Range of the crop width / height in label-map pixels (log-uniform; code: [14/9, 17/9]
+    for 224 x 416 images)."""
+    flip: float = 0.5
+    """Probability of the horizontal flip (column c -> W - 1 - c)."""
+    min_pairs: int = 1024
+    """A crop is accepted when more than ``min_pairs`` of the image's pairs fall inside ..."""
+    min_pair_fraction: float = 0.75
+    """... or more than this fraction of them (code: 1024 or 75 %)."""
+    max_draws: int = 10
+    """Crops drawn before giving up; then the whole image is kept (the code redraws forever)."""
+
+    def __post_init__(self) -> None:
+        _check(0.0 < self.scale[0] <= self.scale[1] <= 1.0, 'data.image_augment.scale',
+               f'expected 0 < low <= high <= 1, found {list(self.scale)}')
+        _check(0.0 < self.ratio[0] <= self.ratio[1], 'data.image_augment.ratio',
+               f'expected 0 < low <= high, found {list(self.ratio)}')
+        _check(0.0 <= self.flip <= 1.0, 'data.image_augment.flip', 'must be in [0, 1]')
+        _check(self.min_pairs >= 0, 'data.image_augment.min_pairs', 'must be >= 0')
+        _check(0.0 <= self.min_pair_fraction <= 1.0, 'data.image_augment.min_pair_fraction',
+               'must be in [0, 1]')
+        _check(self.max_draws >= 1, 'data.image_augment.max_draws', 'must be >= 1')
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """Where the keyframes and pseudo-labels come from and how they are batched."""
 
@@ -101,6 +147,8 @@ class DataConfig:
     num_workers: int = 2
     """DataLoader worker processes (0: load in the training process)."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    image_augment: ImageAugmentConfig = field(default_factory=ImageAugmentConfig)
+    """CLIP2Scene's random resized crop + flip of images, label maps and pairs (off)."""
 
     def __post_init__(self) -> None:
         _check(0 <= self.num_sweeps <= 254, 'data.num_sweeps', 'must be in 0..254')
@@ -116,7 +164,9 @@ class ModelConfig:
     """3D network: a key of ``cns_ros.models.build.MODEL_BUILDERS``: 'minkunet14a',
     'minkunet18a', 'minkunet34c' (CNS) or 'spvcnn' (CLIP2Scene's nuScenes network)."""
     name_2d: str = 'deeplabv3_r50'
-    """2D network (CNS only): a key of ``MODEL_BUILDERS``."""
+    """2D network (CNS only): a key of ``MODEL_BUILDERS``: 'deeplabv3_r50' (reference) or the
+    light 'deeplabv3_r18' / 'deeplabv3_mbv3' (CPU studies, embedded targets; their ImageNet
+    checkpoint goes in ``options_2d.backbone_checkpoint`` as for ResNet-50)."""
     voxel_size: float = 0.1
     """Voxel edge, metres."""
     input_features: tuple[str, ...] = ('intensity',)
@@ -376,6 +426,10 @@ class TrainConfig:
         if self.method == 'cns' and self.cns.network_2d:
             _check(self.data.images, 'cns.network_2d',
                    'the 2D network needs data.images: true (or set cns.network_2d: false)')
+        if self.method == 'cns' and self.data.image_augment.enabled:
+            _check(not self.cns.latent, 'data.image_augment.enabled',
+                   'the CNS latent loss compares with the SAM embeddings of the un-augmented '
+                   'images: set cns.latent: false to crop and flip the images')
 
 
 # --- YAML <-> dataclass ---------------------------------------------------------------------

@@ -22,6 +22,13 @@ run sees exactly the batches the uninterrupted run would have seen, on any numbe
 indices and stay valid): rotation about z, x / y flips, isotropic scaling. With
 ``separate_sweeps`` each sweep gets its own draw and is its own batch element (CLIP2Scene code).
 CLIP2Scene's super-voxels come from the merged, UN-augmented cloud (reference A3.3).
+
+2D augmentation (``DataConfig.image_augment``, off by default; reference A3.4): per camera
+image a random resized crop and a horizontal flip (:mod:`cns_ros.training.image_augment`) of
+the image, its label map and segments, and its point <-> pixel pairs (pairs outside the crop
+are dropped, the others move exactly with the pixel grid). Drawn from its own random stream,
+so switching it on leaves the 3D augmentation unchanged. The SAM embeddings of augmented
+images are not loaded (they describe the un-augmented image).
 """
 
 from __future__ import annotations
@@ -40,9 +47,16 @@ import torch
 from cns_ros.models.sparse import voxelize_cloud
 from cns_ros.teachers import cache
 from cns_ros.training.config import AugmentConfig, DataConfig
+from cns_ros.training.image_augment import (
+    CropFlip,
+    crop_image,
+    crop_map,
+    crop_pairs,
+    draw_crop_flip,
+)
 
-#: Salts of the per-sample random streams (sweep choice, augmentation).
-_SWEEP_SALT, _AUGMENT_SALT = 1, 2
+#: Salts of the per-sample random streams (sweep choice, 3D augmentation, image augmentation).
+_SWEEP_SALT, _AUGMENT_SALT, _IMAGE_SALT = 1, 2, 3
 
 
 class CacheNotFoundError(FileNotFoundError):
@@ -89,7 +103,8 @@ class TrainBatch:
         images: float32 (I, 3, H, W) RGB in [0, 1], or None without ``DataConfig.images``.
         image_labels: int64 (I, H, W) refined teacher labels, or None.
         segments: int64 (I, H, W) SAM segment ids (0 = none), or None when any is missing.
-        sam_embedding: float32 (I, 256, 64, 64) SAM embeddings, or None when any is missing.
+        sam_embedding: float32 (I, 256, 64, 64) SAM embeddings, or None when any is missing
+            (always None with ``DataConfig.image_augment``: they are of un-augmented images).
         sam_valid: int64 (I, 2) (rows, cols) of the embedding grid holding image content.
         sample_tokens: The B keyframes' sample tokens.
     """
@@ -202,8 +217,10 @@ class CachedKeyframes(torch.utils.data.Dataset):
             xyz = torch.from_numpy(sample['points'][:, :3])
             sample['grid'] = voxelize_cloud(xyz, self.grid_size).inverse.numpy()
         self._augment(sample, epoch, index)
+        crops = self._augment_pairs(sample, item, epoch, index)
         if self.config.images:
-            sample.update(self._images(keyframe, item))
+            sample.update(self._images(keyframe, item, crops))
+        sample['image_augmented'] = crops is not None
         sample['label_size'] = tuple(int(v) for v in item.label_size)
         sample['token'] = self.tokens[index]
         sample['separate_sweeps'] = self.config.separate_sweeps
@@ -246,8 +263,31 @@ class CachedKeyframes(torch.utils.data.Dataset):
             xyz[rows] = augment_points(xyz[rows], self.config.augment, rng)
         sample['points'][:, :3] = xyz
 
-    def _images(self, keyframe: Any, item: cache.KeyframeLabels) -> dict[str, Any]:
-        """Images resized to ``label_size`` and the per-image cache arrays, camera order."""
+    def _augment_pairs(self, sample: dict[str, Any], item: cache.KeyframeLabels, epoch: int,
+                       index: int) -> list[CropFlip] | None:
+        """Draw each camera's crop and flip and move (or drop) its pairs; None when off."""
+        if not (self.augment and self.config.image_augment.enabled):
+            return None
+        rng = sample_rng(self.seed, epoch, index, _IMAGE_SALT)
+        size = (int(item.label_size[0]), int(item.label_size[1]))
+        camera, rows, cols = sample['pair_camera'], sample['pair_row'], sample['pair_col']
+        keep = np.zeros(len(camera), dtype=bool)
+        crops = []
+        for k in range(len(item.cameras)):
+            mine = np.flatnonzero(camera == k)
+            crop = draw_crop_flip(size, rows[mine], cols[mine], self.config.image_augment, rng)
+            inside, new_rows, new_cols = crop_pairs(rows[mine], cols[mine], crop)
+            rows[mine[inside]], cols[mine[inside]] = new_rows, new_cols
+            keep[mine[inside]] = True
+            crops.append(crop)
+        for key in ('pair_point', 'pair_camera', 'pair_row', 'pair_col', 'pair_label'):
+            sample[key] = sample[key][keep]
+        return crops
+
+    def _images(self, keyframe: Any, item: cache.KeyframeLabels,
+                crops: list[CropFlip] | None = None) -> dict[str, Any]:
+        """Images resized to ``label_size`` and the per-image cache arrays, camera order
+        (cropped and flipped as ``crops`` says, when given)."""
         import cv2
 
         from cns_ros.teachers.sam import valid_embedding_size
@@ -255,8 +295,9 @@ class CachedKeyframes(torch.utils.data.Dataset):
         height, width = (int(v) for v in item.label_size)
         out: dict[str, list[Any]] = {'images': [], 'image_labels': [], 'segments': [],
                                      'sam_embedding': [], 'sam_valid': []}
-        for channel, token, size in zip(item.cameras.tolist(), item.camera_tokens.tolist(),
-                                        item.image_sizes.tolist(), strict=True):
+        for k, (channel, token, size) in enumerate(zip(
+                item.cameras.tolist(), item.camera_tokens.tolist(), item.image_sizes.tolist(),
+                strict=True)):
             path = cache.image_path(self.root, token)
             if not path.is_file():
                 raise CacheNotFoundError(
@@ -265,13 +306,24 @@ class CachedKeyframes(torch.utils.data.Dataset):
                     f'--save-2d, or train 3D-only (data.images: false, cns.network_2d: false)')
             arrays = cache.read_image(path)
             rgb = keyframe.cameras[channel].load_image()
-            rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
+            if crops is None:
+                rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
+            else:
+                rgb, arrays = _crop_image_arrays(rgb, arrays, crops[k])
             out['images'].append(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
             out['image_labels'].append(arrays['labels'].astype(np.int64))
             out['segments'].append(arrays.get('segments'))
             out['sam_embedding'].append(arrays.get('embedding'))
             out['sam_valid'].append(valid_embedding_size(int(size[1]), int(size[0])))
         return out
+
+
+def _crop_image_arrays(rgb: np.ndarray, arrays: dict[str, np.ndarray], crop: CropFlip
+                       ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(H, W, 3) image and the per-image label maps through ``crop``; the SAM embedding (of the
+    un-augmented image) is left out."""
+    maps = {key: crop_map(arrays[key], crop) for key in ('labels', 'segments') if key in arrays}
+    return crop_image(rgb, crop), maps
 
 
 def _stack_optional(values: list[np.ndarray | None], dtype: torch.dtype) -> torch.Tensor | None:
@@ -327,8 +379,9 @@ def collate(samples: Sequence[dict[str, Any]]) -> TrainBatch:
             for key in images:
                 images[key].extend(s[key])
     out = {k: torch.from_numpy(np.concatenate(v)) for k, v in cat.items() if v}
-    for name in ('segments', 'sam_embedding'):
-        _warn_missing(name, images[name])
+    _warn_missing('segments', images['segments'])
+    if not any(s.get('image_augmented') for s in samples):  # augmented: dropped on purpose
+        _warn_missing('sam_embedding', images['sam_embedding'])
     return TrainBatch(
         points=out['points'].float(), point_element=out['element'], num_elements=element,
         point_sample=out['sample'], point_label=out['label'], point_grid=out.get('grid'),
