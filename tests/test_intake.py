@@ -44,21 +44,25 @@ def stream(n: int, seed: int) -> list[tuple[str, int, float]]:
     return sorted(events, key=lambda e: e[2])
 
 
-def run(intake: SweepIntake, events, take_every: int) -> int:
-    """Feed ``events``, poll every 5 ms of receipt time, and let a slow worker take one sweep
-    every ``take_every`` events; returns the sweeps taken."""
-    taken, last_poll = 0, 0.0
+def run(intake: SweepIntake, stats: NodeStats, events, take_every: int) -> tuple[int, int]:
+    """Feed ``events`` (recording inputs as the node does), poll every 5 ms of receipt time,
+    and let a slow worker take (and publish) one sweep every ``take_every`` events; returns
+    the sweeps taken and the largest ``in_flight`` seen."""
+    taken, last_poll, most = 0, 0.0, 0
     for i, (source, stamp, now) in enumerate(events):
         while last_poll + 0.005 <= now:
             last_poll += 0.005
             intake.poll(last_poll)
         if source == 'lidar':
+            stats.record_input(now)
             intake.lidar(('sweep', stamp), stamp, now)
         else:
             intake.camera(source, ('image', stamp), stamp, now)
-        if i % take_every == 0:
-            taken += intake.mailbox.take(timeout=0.0) is not None
-    return taken
+        if i % take_every == 0 and intake.mailbox.take(timeout=0.0) is not None:
+            taken += 1
+            stats.record_output(now, 1.0, {}, {})
+        most = max(most, stats.snapshot(now)['in_flight'])
+    return taken, most
 
 
 def test_with_cameras_every_sweep_is_taken_or_counted():
@@ -66,10 +70,12 @@ def test_with_cameras_every_sweep_is_taken_or_counted():
                         camera_buffer_size=2)
     intake, stats = make_intake(config)
     events = stream(60, seed=1)
-    taken = run(intake, events, take_every=3)
+    taken, most_in_flight = run(intake, stats, events, take_every=3)
     intake.close()
     drops = stats.drops
     assert taken + sum(drops.values()) == 60  # 60 sweeps were fed
+    # held meanwhile: at most max_pending (8) in the synchronizer and 1 in the mailbox
+    assert 1 <= most_in_flight <= 8 + 1 and stats.snapshot(0.0)['in_flight'] == 0
     assert drops['busy'] > 0 and taken > 0  # the worker was slower than the input
     assert set(drops) <= {'busy', 'shutdown'}
     counters = intake.synchronizer.counters

@@ -297,6 +297,7 @@ def assert_accounted(summary: dict) -> dict:
     """Every sweep the node received was published or counted as a drop (its statistics
     after shutdown: the stats file written at exit, or the in-process snapshot)."""
     assert summary['inputs'] == summary['outputs'] + sum(summary['drops'].values()), summary
+    assert summary['in_flight'] == 0, summary
     return summary
 
 

@@ -221,7 +221,10 @@ class NodeStats:
             ``inputs``, ``outputs``, ``input_rate_hz``, ``output_rate_hz``, ``latency_ms``
             (:func:`percentiles`), ``stages_ms`` (stage -> percentiles of wall time),
             ``cpu_stages_ms`` (the same in worker-thread CPU time), ``drops``,
-            ``drops_total``, ``new_drops`` (since the last marked snapshot), ``events``.
+            ``drops_total``, ``new_drops`` (since the last marked snapshot), ``events``,
+            ``in_flight`` = inputs - outputs - drops_total: the sweeps received but neither
+            published nor dropped yet (waiting in the synchronizer or the mailbox, or being
+            labeled): small and bounded while the node runs, 0 once it has stopped.
         """
         with self._lock:
             new_drops = {k: v - self._reported_drops.get(k, 0) for k, v in self._drops.items()
@@ -238,6 +241,7 @@ class NodeStats:
                                   for name, w in sorted(self._cpu_stages.items())},
                 'drops': dict(sorted(self._drops.items())),
                 'drops_total': sum(self._drops.values()),
+                'in_flight': self._inputs - self._outputs - sum(self._drops.values()),
                 'new_drops': dict(sorted(new_drops.items())),
                 'events': dict(sorted(self._events.items())),
             }
@@ -292,7 +296,8 @@ def diagnostic_status(snapshot: Mapping[str, Any], *, name: str, hardware_id: st
                ('latency_p50_ms', _fmt(latency['p50'])),
                ('latency_p95_ms', _fmt(latency['p95'])),
                ('latency_max_ms', _fmt(latency['max'])),
-               ('drops_total', _fmt(snapshot['drops_total']))]
+               ('drops_total', _fmt(snapshot['drops_total'])),
+               ('in_flight', _fmt(snapshot['in_flight']))]
     values += [(f'drops.{reason}', _fmt(n)) for reason, n in snapshot['drops'].items()]
     values += [(f'events.{reason}', _fmt(n)) for reason, n in snapshot['events'].items()]
     values += [(f'stage_p50_ms.{stage}', _fmt(s['p50']))
