@@ -61,7 +61,8 @@ exit, or arriving while the node stops); drops ``sync_output_overflow`` and
 :data:`cns_ros.ros.sync.DISCARD_COUNTERS`); event ``camera_labels_failed`` (the cloud was
 published, a label image failed). Every received sweep is published or counted as a drop, so
 after shutdown ``inputs == outputs + sum(drops)`` holds exactly in the stats file (while
-running, the difference is the sweeps in flight). Events ``bad_camera_info``,
+running, the difference is ``in_flight``: sweeps waiting or being labeled, at most
+``max_pending`` + 2). Events ``bad_camera_info``,
 ``no_odometry`` (projected without ego-motion compensation), ``odometry_time_jump``,
 ``unknown_lidar_frame``, ``tf_unavailable`` / ``tf_no_motion`` (calibration_source tf),
 ``bad_intensity`` / ``bad_ring`` (count > 1), ``stats_file`` (not writable).
