@@ -239,19 +239,9 @@ class SimulatedClip:
         ``features``/``logits`` are NOT CLIP embeddings: the per-token class histogram of the
         labels (B, 16, ceil(H/patch), ceil(W/patch)), L2-normalized resp. mapped to [-1, 1].
         """
-        import torch
-        import torch.nn.functional as F  # noqa: N812
-
-        from cns_ros.vocabulary import nuscenes16
-
         labels, conf = self.predict(images, output_size)
-        lab = torch.from_numpy(labels.astype(np.int64))
-        one_hot = F.one_hot(lab.clamp(max=NUM_CLASSES), NUM_CLASSES + 1)[..., :NUM_CLASSES]
-        grid = [-(-s // self.config.patch_size) for s in labels.shape[1:]]
-        hist = F.adaptive_avg_pool2d(one_hot.permute(0, 3, 1, 2).float(), grid)
-        return simulated_output_class()(
-            labels=lab, confidence=torch.from_numpy(conf), features=F.normalize(hist, dim=1),
-            logits=hist * 2.0 - 1.0, class_names=nuscenes16().names, random_weights=False)
+        grid = tuple(-(-s // self.config.patch_size) for s in labels.shape[1:])
+        return dense_output(labels, conf, grid)
 
 
 @functools.cache
@@ -266,3 +256,22 @@ def simulated_output_class() -> type:
         simulated: bool = True
 
     return SimulatedClipOutput
+
+
+def dense_output(labels: np.ndarray, confidence: np.ndarray, grid: tuple[int, int]
+                 ) -> DenseClipOutput:
+    """A ``SimulatedClipOutput`` of uint8 (B, H, W) ``labels`` (255 = ignore) and float32
+    ``confidence``: ``labels`` int64, and as ``features`` / ``logits`` the per-token class
+    histogram of the labels on ``grid`` (rows, cols) tokens (B, 16, rows, cols), L2-normalized
+    resp. mapped to [-1, 1] (NOT CLIP embeddings)."""
+    import torch
+    import torch.nn.functional as F  # noqa: N812
+
+    from cns_ros.vocabulary import nuscenes16
+
+    lab = torch.from_numpy(labels.astype(np.int64))
+    one_hot = F.one_hot(lab.clamp(max=NUM_CLASSES), NUM_CLASSES + 1)[..., :NUM_CLASSES]
+    hist = F.adaptive_avg_pool2d(one_hot.permute(0, 3, 1, 2).float(), list(grid))
+    return simulated_output_class()(
+        labels=lab, confidence=torch.from_numpy(confidence), features=F.normalize(hist, dim=1),
+        logits=hist * 2.0 - 1.0, class_names=nuscenes16().names, random_weights=False)

@@ -25,6 +25,7 @@ import numpy as np
 from cns_ros.vocabulary import lidarseg16_to_train, lidarseg32_to_16
 
 GT_FOLDER = 'synthetic_gt'
+REGION_OFFSET = 1 << 20  # world ids: instance ids below, REGION_OFFSET + region id above
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
@@ -154,6 +155,14 @@ def world_uniforms(seed: int, salt: int, scene: str, ids: np.ndarray, count: int
     x = _splitmix64(x ^ base) + np.arange(count, dtype=np.uint64)[None, :] * np.uint64(
         0xD1B54A32D192ED03)
     return (_splitmix64(x & _MASK64) >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def world_entities(instance: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """int64 (H, W) world id per pixel: the instance id, else REGION_OFFSET + region id, and
+    -1 where both are 0 (sky)."""
+    ids = np.where(instance > 0, instance.astype(np.int64), REGION_OFFSET + region.astype(
+        np.int64))
+    return np.where((instance == 0) & (region == 0), -1, ids)
 
 
 def regions(labels: np.ndarray, instance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
