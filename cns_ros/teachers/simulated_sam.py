@@ -67,8 +67,10 @@ class SimulatedSam:
     random_weights = False
     simulated = True
 
-    def __init__(self, config: SimulatedSamConfig | None = None) -> None:
+    def __init__(self, config: SimulatedSamConfig | None = None,
+                 embedding: Any | None = None) -> None:
         self.config = config or SimulatedSamConfig()
+        self._embedding = embedding
 
     def _split(self, ids: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, int]:
         count = int(ids.max(initial=-1)) + 1
@@ -123,11 +125,14 @@ class SimulatedSam:
         return self.masks_with_stats(image, size)[0]
 
     def embedding(self, image: GroundTruthImage) -> np.ndarray:
-        """(256, 64, 64) float32 stand-in for SAM's embedding (NOT SAM features): one-hot
-        lidarseg-32 area-pooled onto SAM's valid grid (zeros elsewhere) times a fixed random
-        (256, 32) matrix of ``seed``."""
+        """(256, 64, 64) float32 stand-in for SAM's embedding (NOT SAM features): the
+        configured embedding generator's, else (a LABEL LEAK) one-hot lidarseg-32 area-pooled
+        onto SAM's valid grid (zeros elsewhere) times a fixed random (256, 32) matrix of
+        ``seed``."""
         import cv2
 
+        if self._embedding is not None:
+            return self._embedding.embedding(image)
         rows, cols = valid_embedding_size(*image.semantic32.shape)
         one_hot = (image.semantic32[..., None] == np.arange(32)).astype(np.float32)
         pooled = np.stack([cv2.resize(one_hot[..., k], (cols, rows), interpolation=cv2.INTER_AREA)
