@@ -11,9 +11,17 @@ This module gathers the public names of the modules that implement them:
 - :mod:`~cns_ros.teachers.synthetic_truth`: the ground-truth reader and the seeding;
 - :mod:`~cns_ros.teachers.simulated_clip` / :mod:`~cns_ros.teachers.simulated_sam`: the
   ``noise_free`` and ``clip_like`` stand-ins (errors drawn afresh per image, disjoint masks);
+- :mod:`~cns_ros.teachers.realistic_clip`, :mod:`~cns_ros.teachers.realistic_sam` (with
+  :mod:`~cns_ros.teachers.sam_atoms`) and :mod:`~cns_ros.teachers.sam_embedding`: the
+  ``realistic`` stand-ins (persistent per-object errors, overlapping masks, an embedding that
+  never reads the labels), calibrated to reference/teacher_noise.md section 7;
+- :mod:`~cns_ros.teachers.teacher_noise`: the noise files (``config/teacher_noise/*.yaml``);
+- :mod:`~cns_ros.teachers.teacher_calibration`: measurements against section 7's targets.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from cns_ros.teachers.simulated_clip import (
     NUM_CLASSES,
@@ -33,29 +41,37 @@ from cns_ros.teachers.synthetic_truth import (
     regions,
     world_uniforms,
 )
+from cns_ros.teachers.teacher_noise import NoiseFileError, TeacherNoise, load_noise
 
-__all__ = ['GT_FOLDER', 'NUM_CLASSES', 'SIMULATED_PRESETS', 'GroundTruthImage',
-           'MissingRegionsError', 'NotSyntheticError', 'SimulatedClip', 'SimulatedClipConfig',
-           'SimulatedSam', 'SimulatedSamConfig', 'SimulatedSamStats', 'SyntheticGroundTruth',
-           'clip_like_confusion', 'image_rng', 'regions', 'simulated_output_class',
-           'simulated_preset', 'world_uniforms']
+__all__ = [
+    'GT_FOLDER',
+    'NUM_CLASSES',
+    'SIMULATED_PRESETS',
+    'GroundTruthImage',
+    'MissingRegionsError',
+    'NoiseFileError',
+    'NotSyntheticError',
+    'SimulatedClip',
+    'SimulatedClipConfig',
+    'SimulatedSam',
+    'SimulatedSamConfig',
+    'SimulatedSamStats',
+    'SyntheticGroundTruth',
+    'TeacherNoise',
+    'clip_like_confusion',
+    'image_rng',
+    'load_noise',
+    'regions',
+    'simulated_output_class',
+    'simulated_preset',
+    'world_uniforms',
+]
 
-SIMULATED_PRESETS: tuple[str, ...] = ('noise_free', 'clip_like')
+#: Preset names of ``pseudo_label --simulated-noise`` (files in config/teacher_noise/).
+SIMULATED_PRESETS: tuple[str, ...] = ('noise_free', 'clip_like', 'realistic')
 
 
-def simulated_preset(name: str, seed: int = 0) -> tuple[SimulatedClipConfig, SimulatedSamConfig]:
-    """Configs of a preset: 'noise_free' (ground truth, confidence 1) or 'clip_like'.
-
-    'clip_like' approximates MaskCLIP on driving scenes: 60 % pixel accuracy (calibrated), 3 px
-    boundary bleeding, 20 % region swaps, 16 px patch confusions, confidence 0.65 right / 0.45
-    wrong (+- 0.15); SAM-like masks with 15 % splits, 10 % merges, no mask under 16 px.
-    """
-    if name == 'noise_free':
-        return SimulatedClipConfig(seed=seed), SimulatedSamConfig(seed=seed)
-    if name == 'clip_like':
-        return (SimulatedClipConfig(seed=seed, target_accuracy=0.60, boundary_radius=3,
-                                    boundary_prob=0.5, region_swap_prob=0.2, patch_size=16,
-                                    patch_confusion_prob=0.3, confidence_correct=0.65,
-                                    confidence_wrong=0.45, confidence_spread=0.15),
-                SimulatedSamConfig(seed=seed, split_prob=0.15, merge_prob=0.1, min_area=16))
-    raise ValueError(f'unknown simulated preset {name!r}; expected one of {SIMULATED_PRESETS}')
+def simulated_preset(name: str, seed: int = 0) -> tuple[Any, Any]:
+    """(clip config, sam config) of a preset or noise file (see :func:`load_noise`)."""
+    noise = load_noise(name, seed)
+    return noise.clip, noise.sam
