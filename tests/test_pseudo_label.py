@@ -15,7 +15,7 @@ from cns_ros.metrics import confusion_matrix, iou_per_class, mean_iou, summary
 from cns_ros.teachers import cache
 from offline_training.pseudo_label import main
 
-SIMULATED = ['--teacher', 'simulated', '--sam', 'simulated', '--simulated-preset', 'clip_like',
+SIMULATED = ['--teacher', 'simulated', '--sam', 'simulated', '--simulated-noise', 'clip_like',
              '--image-size', '48', '80', '--num-sweeps', '1', '--no-progress']
 
 
@@ -144,7 +144,7 @@ def test_quality_drops_with_the_configured_noise(dataroot, tmp_path):
     quality = {}
     for preset in ('noise_free', 'clip_like'):
         out = tmp_path / preset
-        assert _run(dataroot, out, '--teacher', 'simulated', '--simulated-preset', preset,
+        assert _run(dataroot, out, '--teacher', 'simulated', '--simulated-noise', preset,
                     '--image-size', '90', '160', '--no-progress') == 0
         quality[preset] = json.loads((out / 'quality.json').read_text())
     free, noisy = quality['noise_free'], quality['clip_like']

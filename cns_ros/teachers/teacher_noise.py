@@ -126,9 +126,10 @@ class TeacherNoise:
         return out
 
     def as_dict(self) -> dict[str, Any]:
-        """Every resolved parameter as plain JSON values (for a manifest)."""
+        """Every resolved parameter as plain JSON values (for a manifest; the file's path is
+        left out so that a cache does not depend on where the checkout lives)."""
         gens = self.generators()
-        out: dict[str, Any] = {'name': self.name, 'source': self.source}
+        out: dict[str, Any] = {'name': self.name}
         for section, value in (('clip', self.clip), ('sam', self.sam),
                                ('embedding', self.embedding)):
             params = {} if value is None else {
