@@ -15,9 +15,9 @@ then measures, on every keyframe image at the label size (default 224 x 416, Mas
   and a part mask), small-mask share, road / building masks per image; and the mIoU gain of
   majority voting inside the masks on a 50-70 mIoU labeler (``--labeler``, SSA's order, where
   the published +1 to +3 comes from; CNS's order too), plus the gain on the teacher itself;
-* 7.3 SAM embedding stand-in: a linear probe (ridge regression, scenes split in two halves)
-  from it and from the CLIP stand-in's features (per-token label histograms) to the classes,
-  and their ratio.
+* 7.3 SAM embedding stand-in: a linear probe (ridge regression on every embedding cell,
+  two-fold over the scenes) from it and from the CLIP stand-in's features (per-token label
+  histograms) to the classes, and their ratio.
 
 Writes ``results/teacher_calibration.json`` (each target: range, measured value, inside or by
 how much not) and ``results/teacher_calibration.png`` (per-class IoU bars against the target
@@ -50,14 +50,12 @@ from cns_ros.teachers.teacher_calibration import (
     TARGETS,
     ClipMeter,
     SamMeter,
+    TwoFoldProbe,
     VotingMeter,
-    linear_probe_miou,
 )
 from cns_ros.teachers.teacher_noise import load_noise
 from cns_ros.vocabulary import IGNORE_INDEX, nuscenes16
 from offline_training import make_synthetic, study
-
-PROBE_CELLS = 400  # embedding cells sampled per image for the probes
 
 
 def make_world(root: Path, scenes: int, duration: float, seed: int) -> Path:
@@ -74,9 +72,9 @@ def make_world(root: Path, scenes: int, duration: float, seed: int) -> Path:
     return root
 
 
-def _probe_samples(rng: np.random.Generator, clip_hist: np.ndarray, embedding: np.ndarray,
-                   truth: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(CLIP features, SAM features, classes) of up to PROBE_CELLS labelled embedding cells."""
+def _probe_samples(clip_hist: np.ndarray, embedding: np.ndarray, truth: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(CLIP features, SAM features, classes) of every labelled embedding cell."""
     import cv2
 
     rows, cols = truth.shape
@@ -85,7 +83,6 @@ def _probe_samples(rng: np.random.Generator, clip_hist: np.ndarray, embedding: n
     sam = np.moveaxis(embedding[:, :rows, :cols], 0, -1).reshape(-1, embedding.shape[0])
     labels = truth.reshape(-1)
     index = np.flatnonzero(labels != IGNORE_INDEX)
-    index = rng.choice(index, min(PROBE_CELLS, len(index)), replace=False)
     return clip[index], sam[index], labels[index]
 
 
@@ -110,11 +107,11 @@ class Measurement:
         self.size = size
         self.clip_meter = ClipMeter(self.noise.clip.patch_grid)
         self.sam_meter, self.voting, self.teacher_voting = SamMeter(), VotingMeter(), VotingMeter()
-        self.probe: dict[str, list[list[np.ndarray]]] = {'train': [], 'test': []}
+        self.probes = {'clip': TwoFoldProbe(), 'sam': TwoFoldProbe()}
         self.examples: list[dict[str, np.ndarray]] = []
         self.rng = np.random.default_rng(seed)
         scenes = sorted({e['scene'] for e in self.gt.index['images']})
-        self.train_scenes = set(scenes[: max(1, len(scenes) // 2)])
+        self.first_scenes = set(scenes[: max(1, len(scenes) // 2)])  # probe fold 0
         entries = sorted(self.gt.index['images'], key=lambda e: (e['scene'], e['image']))
         self.example_tokens = {next(e['sample_data_token'] for e in entries
                                     if e['channel'] == channel)
@@ -135,23 +132,20 @@ class Measurement:
         self.teacher_voting.add(stages.labels, masks.masks, truth)
         embedding = self.sam.embedding(image)
         grid = valid_embedding_size(*image.instance.shape)
-        samples = _probe_samples(self.rng, _token_histogram(stages.labels,
+        clip, sam, labels = _probe_samples(_token_histogram(stages.labels,
                                                             self.noise.clip.patch_grid),
-                                 embedding, resize_nearest(image.train_labels(), grid))
-        self.probe['train' if image.scene in self.train_scenes else 'test'].append(
-            list(samples))
+                                           embedding, resize_nearest(image.train_labels(), grid))
+        fold = int(image.scene not in self.first_scenes)
+        self.probes['clip'].add(fold, clip, labels)
+        self.probes['sam'].add(fold, sam, labels)
         if token in self.example_tokens:
             self.examples.append({'rgb': image.rgb, 'truth': truth, 'clip': stages.labels,
                                   'masks': masks.masks})
 
-    def probes(self) -> dict[str, float]:
+    def probe_result(self) -> dict[str, float]:
         """Linear-probe mIoU of the CLIP and SAM stand-ins' features, and the ratio."""
-        train = [np.concatenate(p) for p in zip(*self.probe['train'], strict=True)]
-        test = [np.concatenate(p) for p in zip(*self.probe['test'], strict=True)]
-        clip = linear_probe_miou(train[0], train[2], test[0], test[2])
-        sam = linear_probe_miou(train[1], train[2], test[1], test[2])
-        return {'probe_clip_miou': clip, 'probe_sam_miou': sam, 'probe_ratio': sam / clip,
-                'probe_train_cells': len(train[2]), 'probe_test_cells': len(test[2])}
+        clip, sam = self.probes['clip'].miou(), self.probes['sam'].miou()
+        return {'probe_clip_miou': clip, 'probe_sam_miou': sam, 'probe_ratio': sam / clip}
 
 
 def measure(world: Path, noise: str, labeler: str, size: tuple[int, int], seed: int,
@@ -167,7 +161,7 @@ def measure(world: Path, noise: str, labeler: str, size: tuple[int, int], seed: 
         run.image(token)
     seconds = time.perf_counter() - start
     voting, teacher = run.voting.result(), run.teacher_voting.result()
-    stats = {**run.clip_meter.result(), **run.sam_meter.result(), **run.probes(),
+    stats = {**run.clip_meter.result(), **run.sam_meter.result(), **run.probe_result(),
              'sam_voting_gain': voting['gain_area_descending'], 'voting': voting,
              'teacher_sam_refinement': teacher, 'images': len(tokens),
              'ms_per_image': 1000 * seconds / max(len(tokens), 1)}

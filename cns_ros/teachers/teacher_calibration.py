@@ -281,6 +281,97 @@ class VotingMeter:
         return out
 
 
+@dataclass
+class LinearProbe:
+    """A linear class probe fitted from streamed samples: ridge regression of standardized
+    features onto one-hot classes (0..15), prediction by argmax. Only sufficient statistics
+    are kept, so every embedding cell of every image can be used."""
+
+    ridge: float = 1.0
+    _xtx: np.ndarray | None = None
+    _xty: np.ndarray | None = None
+    _sum: np.ndarray | None = None
+    _ysum: np.ndarray | None = None
+    _n: int = 0
+    _weights: np.ndarray | None = None
+    _mean: np.ndarray | None = None
+    _std: np.ndarray | None = None
+    confusion: np.ndarray = field(default_factory=lambda: np.zeros((16, 17), np.int64))
+
+    def add_train(self, x: np.ndarray, y: np.ndarray) -> None:
+        """Add (N, K) features with (N,) classes 0..15."""
+        x = x.astype(np.float64)
+        target = np.eye(NUM_CLASSES)[y]
+        if self._xtx is None:
+            k = x.shape[1]
+            self._xtx, self._xty = np.zeros((k, k)), np.zeros((k, NUM_CLASSES))
+            self._sum, self._ysum = np.zeros(k), np.zeros(NUM_CLASSES)
+        self._xtx += x.T @ x
+        self._xty += x.T @ target
+        self._sum += x.sum(axis=0)
+        self._ysum += target.sum(axis=0)
+        self._n += len(x)
+
+    def fit(self) -> None:
+        """Solve the ridge regression on the standardized features (plus a bias)."""
+        n, mean = self._n, self._sum / self._n
+        cov = self._xtx - n * np.outer(mean, mean)
+        std = np.sqrt(np.maximum(np.diag(cov) / n, 0.0)) + 1e-6
+        k = len(mean)
+        gram = np.zeros((k + 1, k + 1))
+        gram[:k, :k] = cov / np.outer(std, std)
+        gram[k, k] = n
+        rhs = np.zeros((k + 1, NUM_CLASSES))
+        rhs[:k] = (self._xty - np.outer(mean, self._ysum)) / std[:, None]
+        rhs[k] = self._ysum
+        self._weights = np.linalg.solve(gram + self.ridge * np.eye(k + 1), rhs)
+        self._mean, self._std = mean, std
+
+    @property
+    def fitted(self) -> bool:
+        """Whether :meth:`fit` has run."""
+        return self._weights is not None
+
+    def add_test(self, x: np.ndarray, y: np.ndarray) -> None:
+        """Score (N, K) features against (N,) classes (after :meth:`fit`)."""
+        z = (x.astype(np.float64) - self._mean) / self._std
+        pred = np.argmax(z @ self._weights[:-1] + self._weights[-1], axis=1)
+        self.confusion += confusion_matrix(y, pred, NUM_CLASSES)
+
+    def miou(self) -> float:
+        """Test mIoU over the classes present, percent."""
+        return miou_percent(self.confusion)[0]
+
+
+@dataclass
+class TwoFoldProbe:
+    """A linear probe scored two-fold: cells are added with their fold (0 or 1, e.g. by
+    scene); each fold's probe is fitted on every cell of its fold and scored on every
+    ``stride``-th cell of the other fold; the mIoU is over both scorings together."""
+
+    stride: int = 4
+    probes: tuple[LinearProbe, LinearProbe] = field(
+        default_factory=lambda: (LinearProbe(), LinearProbe()))
+    held: list[tuple[int, np.ndarray, np.ndarray]] = field(default_factory=list)
+
+    def add(self, fold: int, x: np.ndarray, y: np.ndarray) -> None:
+        """Add (N, K) features with (N,) classes of one fold."""
+        self.probes[fold].add_train(x, y)
+        self.held.append((fold, x[::self.stride].astype(np.float32), y[::self.stride]))
+
+    def miou(self) -> float:
+        """Test mIoU (percent, classes present) over both folds."""
+        for probe in self.probes:
+            probe.fit()
+        confusion = np.zeros((16, 17), np.int64)
+        for fold, x, y in self.held:
+            probe = self.probes[1 - fold]
+            probe.confusion[:] = 0
+            probe.add_test(x, y)
+            confusion += probe.confusion
+        return miou_percent(confusion)[0]
+
+
 def linear_probe_miou(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
                       test_y: np.ndarray, ridge: float = 1.0) -> float:
     """mIoU (percent, classes present in ``test_y``) of a linear probe: ridge regression of
