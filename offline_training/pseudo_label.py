@@ -11,7 +11,12 @@ the package versions; a cache made with other settings is refused.
 
 Teachers: --teacher maskclip (MaskCLIP on open_clip, --clip-checkpoint) or simulated (ONLY for
 the synthetic world of make_synthetic: labels from its rendered ground truth with structured
-noise, --simulated-preset); --sam none, sam (segment_anything, --sam-checkpoint) or simulated.
+noise); --sam none, sam (segment_anything, --sam-checkpoint) or simulated. The simulated
+teachers' noise is a YAML noise file or a preset (--simulated-noise; config/teacher_noise/):
+noise_free, clip_like (errors redrawn per image, disjoint masks; the default) or realistic
+(calibrated to teacher_noise.md 7: persistent per-object errors, overlapping SAM masks, an
+embedding that never reads the labels; needs a world with synthetic_gt/region/). The manifest
+records every resolved noise parameter.
 Random weights only with --allow-random-weights (smoke runs; flagged in the manifest).
 SAM-refined pixels keep the CLIP confidence of their pixel.
 
@@ -31,7 +36,7 @@ examples:
       --sam sam --sam-checkpoint weights/sam_vit_h_4b8939.pth --out cache/nuscenes_train
   torchrun --nproc-per-node 4 -m offline_training.pseudo_label ...   # one shard per GPU
   python -m offline_training.pseudo_label --dataroot data/synthetic --split mini_train \\
-      --teacher simulated --sam simulated --simulated-preset clip_like --out cache/synthetic
+      --teacher simulated --sam simulated --simulated-noise realistic --out cache/synthetic
 
 exit status: 0 done (also when --limit left work for later), 2 bad arguments or settings.
 """
@@ -61,7 +66,7 @@ from cns_ros.teachers.lifting import (
     gather,
     keyframe_pairs,
 )
-from cns_ros.teachers.simulated import SIMULATED_PRESETS
+from cns_ros.teachers.simulated import SIMULATED_PRESETS, TeacherNoise, load_noise
 from cns_ros.vocabulary import IGNORE_INDEX, nuscenes16
 
 TEACHERS = ('maskclip', 'simulated')
@@ -87,7 +92,8 @@ class PseudoLabelConfig:
         sam_points_per_side: SAM automatic-mask point grid.
         sam_resize: 'bilinear' (reference) or 'nearest' resize of SAM masks to image_size.
         allow_random_weights: Allow random teacher weights (smoke runs only).
-        simulated_preset: Preset of the simulated teachers.
+        simulated_noise: Noise of the simulated teachers: a preset name (``noise_free``,
+            ``clip_like``, ``realistic``) or a YAML noise file.
         seed: Seed of the simulated teachers' noise.
         save_2d: Also write per-image refined labels (and SAM embeddings).
         fp16: float16 autocast for the teachers on CUDA.
@@ -106,7 +112,7 @@ class PseudoLabelConfig:
     sam_points_per_side: int = 32
     sam_resize: str = 'bilinear'
     allow_random_weights: bool = False
-    simulated_preset: str = 'clip_like'
+    simulated_noise: str = 'clip_like'
     seed: int = 0
     save_2d: bool = False
     fp16: bool = True
@@ -174,11 +180,15 @@ class _Teachers:
         from cns_ros.teachers import simulated as sim
 
         self.config, self.clip, self.sam, self.gt = config, None, None, None
-        clip_sim, sam_sim = sim.simulated_preset(config.simulated_preset, config.seed)
+        self.noise: TeacherNoise = load_noise(config.simulated_noise, config.seed)
+        clip_sim, sam_sim = self.noise.build()
+        realistic = self.noise.generators()
+        self.needs_rgb = config.sam == 'simulated' and (realistic['sam'] == 'realistic' or (
+            config.save_2d and realistic['embedding'] == 'realistic'))
         if 'simulated' in (config.teacher, config.sam):
             self.gt = sim.SyntheticGroundTruth(dataroot)
         if config.teacher == 'simulated':
-            self.clip = sim.SimulatedClip(clip_sim)
+            self.clip = clip_sim
         else:
             from cns_ros.teachers.clip_dense import ClipDenseConfig, MaskClipTeacher
 
@@ -188,7 +198,7 @@ class _Teachers:
                 templates=config.clip_templates, device=_resolve_device(device),
                 fp16=config.fp16, batch_size=batch_size))
         if config.sam == 'simulated':
-            self.sam = sim.SimulatedSam(sam_sim)
+            self.sam = sam_sim
         elif config.sam == 'sam':
             from cns_ros.teachers.sam import SamConfig, SamTeacher
 
@@ -203,9 +213,9 @@ class _Teachers:
         cfg, out = self.config, {}
         out['clip'] = {'name': cfg.teacher, 'random_weights': bool(self.clip.random_weights),
                        'simulated': cfg.teacher == 'simulated'}
+        noise = self.noise.as_dict()
         if cfg.teacher == 'simulated':
-            out['clip'].update(preset=cfg.simulated_preset, seed=cfg.seed,
-                               settings=dataclasses.asdict(self.clip.config))
+            out['clip'].update(noise=noise['name'], seed=cfg.seed, settings=noise['clip'])
         else:
             out['clip'].update(model=cfg.clip_model, checkpoint=cfg.clip_checkpoint,
                                templates=cfg.clip_templates, source=self.clip.clip.source)
@@ -213,8 +223,8 @@ class _Teachers:
         out['sam'] = {'name': cfg.sam, 'random_weights': sam_random,
                       'simulated': cfg.sam == 'simulated'}
         if cfg.sam == 'simulated':
-            out['sam'].update(preset=cfg.simulated_preset, settings=dataclasses.asdict(
-                self.sam.config))
+            out['sam'].update(noise=noise['name'], seed=cfg.seed, settings=noise['sam'],
+                              embedding=noise['embedding'])
         elif cfg.sam == 'sam':
             out['sam'].update(model_type=cfg.sam_model_type, checkpoint=cfg.sam_checkpoint,
                               points_per_side=cfg.sam_points_per_side, resize=cfg.sam_resize,
@@ -225,7 +235,8 @@ class _Teachers:
         """Refined labels uint8 (B, H, W), confidences float32 (B, H, W) and, per image with
         --save-2d and SAM, (embedding, segments) for the image cache (else (None, None))."""
         size = self.config.image_size
-        gts = [self.gt.load(f.sample_data_token) for f in frames] if self.gt else None
+        gts = [self.gt.load(f.sample_data_token, rgb=self.needs_rgb) for f in frames] if (
+            self.gt) else None
         needs_images = self.config.teacher == 'maskclip' or self.config.sam == 'sam'
         images = [f.load_image() for f in frames] if needs_images else None
         if self.config.teacher == 'simulated':
@@ -381,8 +392,10 @@ def build_parser() -> argparse.ArgumentParser:
     add('--teacher', choices=TEACHERS, default=d.teacher, help='2D label teacher; simulated '
         'works only on the synthetic world (default: %(default)s)')
     add('--sam', choices=SAMS, default=d.sam, help='SAM refinement (default: %(default)s)')
-    add('--simulated-preset', choices=SIMULATED_PRESETS, default=d.simulated_preset,
-        help='noise of the simulated teachers (default: %(default)s)')
+    add('--simulated-noise', '--simulated-preset', dest='simulated_noise', metavar='FILE|PRESET',
+        default=d.simulated_noise, help='noise of the simulated teachers: a YAML noise file or '
+        f'a preset ({", ".join(SIMULATED_PRESETS)}; config/teacher_noise/); '
+        '--simulated-preset is an alias (default: %(default)s)')
     add('--seed', type=int, default=d.seed, help='seed of the simulated teachers (default: 0)')
     add('--clip-checkpoint', help='local CLIP weights (ViT-B-16.pt or open_clip state dict)')
     add('--clip-model', default=d.clip_model, help='open_clip model name or model-config JSON '
@@ -439,7 +452,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sam_model_type=args.sam_model_type, sam_checkpoint=args.sam_checkpoint,
             sam_points_per_side=args.sam_points_per_side, sam_resize=args.sam_resize,
             allow_random_weights=args.allow_random_weights, seed=args.seed,
-            simulated_preset=args.simulated_preset, save_2d=args.save_2d,
+            simulated_noise=args.simulated_noise, save_2d=args.save_2d,
             fp16=not args.no_fp16)
         options = RunOptions(
             dataroot=args.dataroot, out=args.out, version=args.version, split=args.split,

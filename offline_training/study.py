@@ -106,7 +106,7 @@ def make_cache(study: Study, name: str, scenes: Sequence[str], sam: str = 'simul
     h, w = study.setup.image_size
     _ok(pseudo_label.main([
         '--dataroot', str(study.world), '--version', 'v1.0-mini', '--scenes', *scenes,
-        '--teacher', 'simulated', '--simulated-preset', 'clip_like', '--sam', sam,
+        '--teacher', 'simulated', '--simulated-noise', 'clip_like', '--sam', sam,
         '--seed', str(study.setup.seed), '--image-size', str(h), str(w), '--out', str(out),
         '--no-progress']), f'pseudo_label {name}')
     return out

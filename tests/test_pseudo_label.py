@@ -15,7 +15,7 @@ from cns_ros.metrics import confusion_matrix, iou_per_class, mean_iou, summary
 from cns_ros.teachers import cache
 from offline_training.pseudo_label import main
 
-SIMULATED = ['--teacher', 'simulated', '--sam', 'simulated', '--simulated-preset', 'clip_like',
+SIMULATED = ['--teacher', 'simulated', '--sam', 'simulated', '--simulated-noise', 'clip_like',
              '--image-size', '48', '80', '--num-sweeps', '1', '--no-progress']
 
 
@@ -144,7 +144,7 @@ def test_quality_drops_with_the_configured_noise(dataroot, tmp_path):
     quality = {}
     for preset in ('noise_free', 'clip_like'):
         out = tmp_path / preset
-        assert _run(dataroot, out, '--teacher', 'simulated', '--simulated-preset', preset,
+        assert _run(dataroot, out, '--teacher', 'simulated', '--simulated-noise', preset,
                     '--image-size', '90', '160', '--no-progress') == 0
         quality[preset] = json.loads((out / 'quality.json').read_text())
     free, noisy = quality['noise_free'], quality['clip_like']
@@ -153,6 +153,36 @@ def test_quality_drops_with_the_configured_noise(dataroot, tmp_path):
     assert abs(noisy['accuracy'] - 0.6 * free['accuracy']) < 0.07, (noisy, free)
     assert noisy['miou'] < 0.7 * free['miou']
     assert noisy['paired_fraction'] == free['paired_fraction']
+
+
+def test_realistic_noise_and_noise_files(dataroot, tmp_path):
+    """--simulated-noise realistic: every pixel labelled, the manifest holds every resolved
+    noise parameter; a noise file path (through the --simulated-preset alias) works the same."""
+    from cns_ros.teachers.teacher_noise import resolve_noise_file
+
+    args = ['--teacher', 'simulated', '--sam', 'simulated', '--save-2d', '--image-size', '48',
+            '80', '--scenes', 'scene-0061', '--limit', '1', '--no-progress']
+    out = tmp_path / 'realistic'
+    assert _run(dataroot, out, '--simulated-noise', 'realistic', *args) == 0
+    manifest = json.loads((out / 'manifest.json').read_text())
+    clip, sam = manifest['teachers']['clip'], manifest['teachers']['sam']
+    assert manifest['config']['simulated_noise'] == 'realistic' and clip['noise'] == 'realistic'
+    assert clip['settings']['generator'] == 'realistic'
+    assert len(clip['settings']['persistent_wrong']) == 16 and clip['settings']['seed'] == 0
+    assert sam['settings']['generator'] == 'realistic' and 'keep_whole' in sam['settings']
+    assert sam['embedding']['generator'] == 'realistic'
+    for path in (out / 'images').glob('*.npz'):
+        image = cache.read_image(path)
+        assert image['labels'].max() < 16  # every pixel a class, the sky too
+        assert image['embedding'].shape == (256, 64, 64)
+    mine = tmp_path / 'mine.yaml'
+    mine.write_text(resolve_noise_file('realistic').read_text())
+    other = tmp_path / 'from_file'
+    assert _run(dataroot, other, '--simulated-preset', str(mine), *args) == 0
+    again = json.loads((other / 'manifest.json').read_text())['teachers']
+    assert again['clip']['settings'] == clip['settings'] and again['clip']['noise'] == 'mine'
+    assert again['sam']['settings'] == sam['settings']
+    assert _files(other) == _files(out)
 
 
 def test_maskclip_with_random_weights_runs_end_to_end(dataroot, tmp_path, capsys):

@@ -10,8 +10,10 @@ unmodified. Layout under ``dataroot``::
     lidarseg/<version>/<lidar sample_data token>_lidarseg.bin   uint8 32-class label per point
     maps/<token>.png            semantic-prior map mask (road + sidewalk), 0.1 m per pixel
     synthetic_gt/               ignored by the devkit: per keyframe image a semantic label PNG
-                                (uint8, 32-class index, 0 = sky) and an instance PNG (uint16,
-                                0 = stuff/sky), named by the camera sample_data token; index.json
+                                (uint8, 32-class index, 0 = sky), an instance PNG (uint16,
+                                0 = stuff/sky) and a region PNG (uint16 world region id, unique
+                                within a scene, 0 = sky; synthetic_regions), named by the camera
+                                sample_data token; index.json
 
 Sensors (:mod:`cns_ros.data.synthetic_render`): LIDAR_TOP, a 32-beam spinning LiDAR at
 ``lidar_hz`` (x right, y forward, z up, on the ego roof), and six cameras at ``camera_hz`` with
@@ -91,6 +93,8 @@ class SyntheticConfig:
         image_height: Image height, pixels (intrinsics scale with it from 900).
         jpeg_quality: JPEG quality, 1..100.
         camera_max_depth_m: Farther surfaces render as sky, metres.
+        region_cell_m: World grid cell of the stuff regions in ``synthetic_gt/region``, metres
+            (:mod:`cns_ros.data.synthetic_regions`).
         world: Procedural content settings.
     """
 
@@ -112,6 +116,7 @@ class SyntheticConfig:
     image_height: int = 225
     jpeg_quality: int = 80
     camera_max_depth_m: float = 300.0
+    region_cell_m: float = 8.0
     world: WorldConfig = field(default_factory=WorldConfig)
 
     def __post_init__(self) -> None:
@@ -142,6 +147,8 @@ class SyntheticConfig:
         if not self.lidar_range_noise_m >= 0.0 or not self.camera_max_depth_m > 1.0:
             raise ValueError('lidar_range_noise_m must be >= 0 and camera_max_depth_m > 1, '
                              f'found {self.lidar_range_noise_m}, {self.camera_max_depth_m}')
+        if not self.region_cell_m >= 1.0:
+            raise ValueError(f'region_cell_m must be >= 1 m, found {self.region_cell_m}')
 
     def _check_names(self) -> None:
         if not self.scene_names or len(set(self.scene_names)) != len(self.scene_names):

@@ -113,12 +113,19 @@ class CameraFrame:
         labels: uint8 (H, W) lidarseg-32 label per pixel, 0 for sky.
         instance: uint16 (H, W) instance id per pixel, 0 for stuff and sky.
         depth: float32 (H, W) depth along the optical axis, metres (inf for sky).
+        box: int32 (H, W) index of the hit box in ``scene.boxes_at(t)`` (the scene's parts, in
+            order), -1 for the ground and sky.
+        paint: uint8 (H, W) ground paint code (0 none, 1 white, 2 yellow).
+        points: float32 (H, W, 3) world hit points, metres (the camera origin for sky).
     """
 
     rgb: NDArray[np.uint8]
     labels: NDArray[np.uint8]
     instance: NDArray[np.uint16]
     depth: NDArray[np.float32]
+    box: NDArray[np.int32]
+    paint: NDArray[np.uint8]
+    points: NDArray[np.float32]
 
 
 def camera_rays(intrinsics: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -242,7 +249,7 @@ def render_camera(scene: sc.SyntheticScene, t: float, global_from_cam: np.ndarra
     up = (dirs[..., 2] * inv_ray_norm).reshape(-1)
     rgb = _shade(scene, boxes, hits, labels, points, paint, up)
     return CameraFrame(rgb=rgb, labels=labels, instance=instance.astype(np.uint16),
-                       depth=hits.t)
+                       depth=hits.t, box=hits.box, paint=paint, points=points)
 
 
 def _intensity(scene: sc.SyntheticScene, boxes: Boxes, hits: Hits, labels: np.ndarray,

@@ -16,6 +16,7 @@ import numpy as np
 
 from cns_ros.data import synthetic_tables as tables
 from cns_ros.data.synthetic_content import build_scene
+from cns_ros.data.synthetic_regions import RegionIndex, region_keys
 from cns_ros.data.synthetic_render import camera_rays, render_camera, render_lidar
 from cns_ros.data.synthetic_rig import BASE_TIME_US, SCENE_GAP_US, sensor_timestamps
 from cns_ros.data.synthetic_scene import SyntheticScene
@@ -52,6 +53,7 @@ class DatasetWriter:
         self.instance_index: dict[str, dict[str, Any]] = {}
         self.channel_of: dict[str, int] = {}  # calibrated_sensor token -> rig index
         self.scene_index = 0
+        self.regions = RegionIndex()
         self.points = 0
         self.lidar = config.lidar_model()
         self.lidar_rays = self.lidar.ray_grid()
@@ -132,7 +134,7 @@ class DatasetWriter:
     def _scene(self, index: int, name: str, bar: Any) -> None:
         """All records and files of one scene."""
         cfg = self.config
-        self.scene_index = index
+        self.scene_index, self.regions = index, RegionIndex()
         scene = build_scene(cfg.world, name, cfg.seed, index, cfg.scene_duration_s)
         start_us = BASE_TIME_US + index * SCENE_GAP_US
         log_token = self._log_and_map(scene, name, start_us)
@@ -275,7 +277,11 @@ class DatasetWriter:
         tables.write_bytes(self.root / filename, jpg.tobytes())
         if not key:
             return
-        for kind, image in (('semantic', frame.labels), ('instance', frame.instance)):
+        keys = region_keys(frame.labels, frame.box, frame.paint, frame.points,
+                           scene.parts.instance > 0, self.config.region_cell_m)
+        region = self.regions.ids(keys)
+        for kind, image in (('semantic', frame.labels), ('instance', frame.instance),
+                            ('region', region)):
             ok, png = cv2.imencode('.png', image, [cv2.IMWRITE_PNG_COMPRESSION, 6])
             if not ok:
                 raise ValueError(f'could not encode the {kind} image of {filename}')
@@ -284,7 +290,8 @@ class DatasetWriter:
                                'channel': spec.channel, 'scene': scene.name,
                                'image': filename,
                                'semantic': f'{GT_FOLDER}/semantic/{token}.png',
-                               'instance': f'{GT_FOLDER}/instance/{token}.png'})
+                               'instance': f'{GT_FOLDER}/instance/{token}.png',
+                               'region': f'{GT_FOLDER}/region/{token}.png'})
 
     def _annotations(self, scene: SyntheticScene, rows: list[dict]) -> None:
         """instance + sample_annotation records, and the scene's entry of the GT index."""
@@ -315,7 +322,8 @@ class DatasetWriter:
             (self.root / 'lidarseg' / self.config.version).mkdir(parents=True, exist_ok=True)
         index = {
             'description': 'Ground truth of the synthetic world for simulated 2D teachers. '
-                           'One semantic and one instance PNG per keyframe camera image.',
+                           'One semantic, one instance and one region PNG per keyframe camera '
+                           'image.',
             'version': self.config.version, 'seed': self.config.seed,
             'semantic': {'path': f'{GT_FOLDER}/semantic/<camera sample_data token>.png',
                          'dtype': 'uint8', 'meaning': 'nuScenes-lidarseg 32-class index '
@@ -323,6 +331,12 @@ class DatasetWriter:
             'instance': {'path': f'{GT_FOLDER}/instance/<camera sample_data token>.png',
                          'dtype': 'uint16', 'meaning': 'instance id, unique within a scene '
                          '(see instances); 0 = stuff / sky'},
+            'region': {'path': f'{GT_FOLDER}/region/<camera sample_data token>.png',
+                       'dtype': 'uint16', 'cell_m': self.config.region_cell_m,
+                       'meaning': 'world region id, unique within a scene, the same in every '
+                       'image of it: ground = (class, paint, world cell), stuff box = (part, '
+                       'world cell), thing box = part; 0 = sky (cns_ros/data/'
+                       'synthetic_regions.py)'},
             'classes': list(LIDARSEG32_NAMES), 'images': self.gt_images,
             'instances': self.instance_index}
         tables.write_bytes(self.root / GT_FOLDER / 'index.json',

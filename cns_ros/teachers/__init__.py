@@ -11,6 +11,9 @@ Modules (each imports its heavy dependencies itself; importing this package is c
 - ``lifting``: 2D -> 3D transfer of pixel labels to LiDAR points (pairs, multi-camera vote,
   optional occlusion check).
 - ``simulated``: stand-in teachers for the synthetic world (no weights needed), selected only
-  explicitly.
+  explicitly; it gathers ``synthetic_truth`` (ground-truth reader, seeding), ``simulated_clip``
+  / ``simulated_sam`` (presets noise_free, clip_like), ``realistic_clip``, ``realistic_sam`` +
+  ``sam_atoms`` and ``sam_embedding`` (preset realistic), ``teacher_noise`` (the YAML noise
+  files of config/teacher_noise/) and ``teacher_calibration`` (section-7 measurements).
 - ``cache``: the on-disk pseudo-label cache written by ``offline_training/pseudo_label.py``.
 """

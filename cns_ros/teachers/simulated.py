@@ -1,489 +1,77 @@
 """SIMULATED teachers: stand-ins for MaskCLIP and SAM on the SYNTHETIC world only.
 
 They degrade the ground truth that :mod:`cns_ros.data.synthetic` renders beside every keyframe
-image (``synthetic_gt/``: lidarseg-32 semantic and instance PNGs) with structured, seeded noise,
-so the pseudo-label pipeline can run and be tested without CLIP or SAM weights. Never real
-teachers, never selected implicitly (``pseudo_label --teacher simulated`` / ``--sam simulated``),
-and :class:`NotSyntheticError` on a dataset without ``synthetic_gt/``.
+image (``synthetic_gt/``) with structured, seeded noise, so the pseudo-label pipeline can run and
+be tested without CLIP or SAM weights. Never real teachers, never selected implicitly
+(``pseudo_label --teacher simulated`` / ``--sam simulated``), and :class:`NotSyntheticError` on a
+dataset without ``synthetic_gt/``.
 
-:class:`SimulatedClip` (MaskCLIP stand-in), per image at the output size, in this order:
+This module gathers the public names of the modules that implement them:
 
-1. boundary bleeding: a pixel within ``boundary_radius`` px of a class boundary takes, with
-   probability ``boundary_prob``, the label of a random pixel within that radius;
-2. region swaps: each region (an instance, or a connected region of one stuff class) is
-   relabelled as a whole, with probability ``region_swap_prob``, to a class drawn from the
-   confusion matrix row of its class;
-3. patch confusions: in each ``patch_size`` cell (MaskCLIP's token) each class is replaced by a
-   class drawn from the confusion matrix with probability ``patch_confusion_prob``.
-
-The default confusion matrix (:func:`clip_like_confusion`) puts most errors on CLIP-like pairs
-(sidewalk <-> driveable surface, terrain <-> vegetation, car <-> truck <-> bus, bicycle <->
-motorcycle, barrier <-> manmade, pedestrian <-> manmade, ...) over a small uniform floor. With
-``target_accuracy``, the noise is calibrated PER IMAGE on fixed random draws: region swaps are
-undone (largest first) while the accuracy is below the target, then the patch confusion
-probability is bisected to hit the target pixel accuracy (over pixels with a ground-truth
-class). Labels: nuScenes-16 training ids, 255 = sky / ignore. Confidence: ``confidence_correct``
-on right and ``confidence_wrong`` on wrong pixels, plus ``confidence_spread`` times a per-patch
-Gaussian, clipped to [1/16, 1].
-
-:class:`SimulatedSam` (SAM stand-in): one mask per region (the sky too); a region of >=
-``min_split_area`` px is cut in two by a random line through its centroid with probability
-``split_prob``; each pair of adjacent masks, in random order, merges with probability
-``merge_prob`` (a mask merges at most once); masks under ``min_area`` px are dropped. Masks do
-not overlap. Everything is deterministic per ``seed`` and image key (the camera token), so it
-does not depend on batching, sharding or the order of images.
+- :mod:`~cns_ros.teachers.synthetic_truth`: the ground-truth reader and the seeding;
+- :mod:`~cns_ros.teachers.simulated_clip` / :mod:`~cns_ros.teachers.simulated_sam`: the
+  ``noise_free`` and ``clip_like`` stand-ins (errors drawn afresh per image, disjoint masks);
+- :mod:`~cns_ros.teachers.realistic_clip`, :mod:`~cns_ros.teachers.realistic_sam` (with
+  :mod:`~cns_ros.teachers.sam_atoms`) and :mod:`~cns_ros.teachers.sam_embedding`: the
+  ``realistic`` stand-ins (persistent per-object errors, overlapping masks, an embedding that
+  never reads the labels), calibrated to reference/teacher_noise.md section 7;
+- :mod:`~cns_ros.teachers.teacher_noise`: the noise files (``config/teacher_noise/*.yaml``);
+- :mod:`~cns_ros.teachers.teacher_calibration`: measurements against section 7's targets.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import json
-from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import numpy as np
-
-from cns_ros.geometry import resize_nearest
-from cns_ros.teachers.refine import refine_labels
-from cns_ros.teachers.sam import SamMasks, valid_embedding_size
-from cns_ros.vocabulary import IGNORE_INDEX, lidarseg16_to_train, lidarseg32_to_16
-
-if TYPE_CHECKING:
-    from cns_ros.teachers.clip_dense import DenseClipOutput
-
-NUM_CLASSES = 16
-SIMULATED_PRESETS: tuple[str, ...] = ('noise_free', 'clip_like')
-GT_FOLDER = 'synthetic_gt'
-_CONFUSION_PAIRS = (  # (class a, class b, weight): symmetric CLIP-like confusions (train ids)
-    (12, 10, 3.0), (11, 10, 2.0), (11, 12, 2.0), (13, 15, 3.0), (13, 12, 1.0), (9, 3, 3.0),
-    (2, 3, 2.0), (2, 9, 2.0), (8, 9, 2.0), (4, 9, 2.0), (4, 3, 1.0), (1, 5, 3.0), (1, 6, 1.0),
-    (0, 14, 3.0), (7, 0, 2.0), (7, 14, 1.0), (6, 14, 2.0), (14, 15, 1.0))
-
-
-class NotSyntheticError(FileNotFoundError):
-    """The dataset has no ``synthetic_gt/``: simulated teachers need the synthetic world."""
-
-
-def clip_like_confusion(floor: float = 0.05) -> np.ndarray:
-    """(16, 16) float64 row-stochastic wrong-class distribution (zero diagonal, train ids): the
-    CLIP-like pairs of the module docstring (weights 1-3) over a uniform ``floor``."""
-    weights = np.full((NUM_CLASSES, NUM_CLASSES), floor)
-    for a, b, w in _CONFUSION_PAIRS:
-        weights[a, b] += w
-        weights[b, a] += w
-    np.fill_diagonal(weights, 0.0)
-    return weights / weights.sum(axis=1, keepdims=True)
-
-
-@dataclass(frozen=True)
-class SimulatedClipConfig:
-    """Noise of :class:`SimulatedClip` (module docstring). Sizes are pixels at output size.
-
-    Attributes:
-        seed: Seed of every random draw (combined with each image's key).
-        target_accuracy: Pixel accuracy to calibrate each image to, or None (rates as given).
-        boundary_radius: Bleeding radius, px (0: no bleeding).
-        boundary_prob: Probability that a pixel near a boundary bleeds.
-        region_swap_prob: Probability that a region is relabelled as a whole.
-        patch_size: Cell size of patch confusions, px.
-        patch_confusion_prob: Probability per (cell, class) of a confusion (bisected when
-            ``target_accuracy`` is set).
-        confusion: (16, 16) confusion weights (rows normalized, diagonal ignored), or None for
-            :func:`clip_like_confusion`.
-        confidence_correct: Mean confidence of right pixels.
-        confidence_wrong: Mean confidence of wrong pixels.
-        confidence_spread: Std of the smooth confidence noise.
-    """
-
-    seed: int = 0
-    target_accuracy: float | None = None
-    boundary_radius: int = 0
-    boundary_prob: float = 0.0
-    region_swap_prob: float = 0.0
-    patch_size: int = 16
-    patch_confusion_prob: float = 0.0
-    confusion: tuple[tuple[float, ...], ...] | None = None
-    confidence_correct: float = 1.0
-    confidence_wrong: float = 1.0
-    confidence_spread: float = 0.0
-
-    def __post_init__(self) -> None:
-        probs = ('boundary_prob', 'region_swap_prob', 'patch_confusion_prob',
-                 'confidence_correct', 'confidence_wrong', 'target_accuracy')
-        bad = [n for n in probs if getattr(self, n) is not None and not 0 <= getattr(self, n) <= 1]
-        if self.boundary_radius < 0 or self.patch_size < 1 or self.confidence_spread < 0 or (
-                self.confusion is not None and np.shape(self.confusion) != (16, 16)):
-            bad.append('boundary_radius / patch_size / confidence_spread / confusion (16 x 16)')
-        if bad:
-            raise ValueError(f'SimulatedClipConfig: invalid {", ".join(bad)}')
-
-    def confusion_matrix(self) -> np.ndarray:
-        """(16, 16) row-stochastic wrong-class distribution (zero diagonal)."""
-        if self.confusion is None:
-            return clip_like_confusion()
-        weights = np.array(self.confusion, dtype=np.float64)
-        np.fill_diagonal(weights, 0.0)
-        if np.any(weights < 0) or np.any(weights.sum(axis=1) <= 0):
-            raise ValueError('SimulatedClipConfig.confusion: rows need positive off-diagonals')
-        return weights / weights.sum(axis=1, keepdims=True)
-
-
-@dataclass(frozen=True)
-class SimulatedSamConfig:
-    """Noise of :class:`SimulatedSam` (module docstring).
-
-    Attributes:
-        seed: Seed of every random draw (combined with each image's key).
-        split_prob: Probability that a region is split in two.
-        merge_prob: Probability that a pair of adjacent masks is merged.
-        min_split_area: Smallest region that can be split, px.
-        min_area: Masks smaller than this are dropped, px (0: keep all).
-        mask_order: Refinement order, as ``SamConfig.mask_order``.
-    """
-
-    seed: int = 0
-    split_prob: float = 0.0
-    merge_prob: float = 0.0
-    min_split_area: int = 32
-    min_area: int = 0
-    mask_order: str = 'area_ascending'
-
-    def __post_init__(self) -> None:
-        if not (0 <= self.split_prob <= 1 and 0 <= self.merge_prob <= 1
-                and self.min_split_area >= 2 and self.min_area >= 0):
-            raise ValueError(f'SimulatedSamConfig: invalid values {self}')
-
-
-def simulated_preset(name: str, seed: int = 0) -> tuple[SimulatedClipConfig, SimulatedSamConfig]:
-    """Configs of a preset: 'noise_free' (ground truth, confidence 1) or 'clip_like'.
-
-    'clip_like' approximates MaskCLIP on driving scenes: 60 % pixel accuracy (calibrated), 3 px
-    boundary bleeding, 20 % region swaps, 16 px patch confusions, confidence 0.65 right / 0.45
-    wrong (+- 0.15); SAM-like masks with 15 % splits, 10 % merges, no mask under 16 px.
-    """
-    if name == 'noise_free':
-        return SimulatedClipConfig(seed=seed), SimulatedSamConfig(seed=seed)
-    if name == 'clip_like':
-        return (SimulatedClipConfig(seed=seed, target_accuracy=0.60, boundary_radius=3,
-                                    boundary_prob=0.5, region_swap_prob=0.2, patch_size=16,
-                                    patch_confusion_prob=0.3, confidence_correct=0.65,
-                                    confidence_wrong=0.45, confidence_spread=0.15),
-                SimulatedSamConfig(seed=seed, split_prob=0.15, merge_prob=0.1, min_area=16))
-    raise ValueError(f'unknown simulated preset {name!r}; expected one of {SIMULATED_PRESETS}')
-
-
-@dataclass(frozen=True, eq=False)
-class GroundTruthImage:
-    """Rendered ground truth of one synthetic camera image: ``key`` (its camera sample_data
-    token, seeds its noise), ``semantic32`` uint8 (H, W) lidarseg-32 index (0 = sky / nothing),
-    ``instance`` uint16 (H, W) instance id (0 = stuff / sky)."""
-
-    key: str
-    semantic32: np.ndarray
-    instance: np.ndarray
-
-    def train_labels(self) -> np.ndarray:
-        """uint8 (H, W) nuScenes-16 training ids (0..15), 255 for sky / ignored classes."""
-        return lidarseg16_to_train(lidarseg32_to_16()[self.semantic32])
-
-
-class SyntheticGroundTruth:
-    """Reader of ``<dataroot>/synthetic_gt/`` (index.json + PNGs named by camera token)."""
-
-    def __init__(self, dataroot: str | Path) -> None:
-        self.root = Path(dataroot)
-        index = self.root / GT_FOLDER / 'index.json'
-        if not index.is_file():
-            raise NotSyntheticError(f'simulated teachers need the synthetic world (made by '
-                                    f'offline_training.make_synthetic), and {index} does not '
-                                    f'exist; use the real teachers on real data')
-        with open(index, encoding='utf-8') as handle:
-            self.index = json.load(handle)
-        self.tokens = frozenset(image['sample_data_token'] for image in self.index['images'])
-
-    def load(self, token: str) -> GroundTruthImage:
-        """The ground truth of camera sample_data ``token`` (a keyframe image)."""
-        import cv2
-
-        if token not in self.tokens:
-            raise NotSyntheticError(f'no synthetic ground truth for camera sample_data {token} '
-                                    f'in {self.root / GT_FOLDER}')
-        images = [cv2.imread(str(self.root / GT_FOLDER / kind / f'{token}.png'),
-                             cv2.IMREAD_UNCHANGED) for kind in ('semantic', 'instance')]
-        if any(image is None for image in images):
-            raise NotSyntheticError(f'synthetic ground-truth PNG of {token} is missing/broken')
-        return GroundTruthImage(token, images[0].astype(np.uint8), images[1].astype(np.uint16))
-
-
-def image_rng(seed: int, salt: int, key: str) -> np.random.Generator:
-    """A generator determined by (seed, salt, key) only (SHA-256 of the key)."""
-    digest = int.from_bytes(hashlib.sha256(key.encode('utf-8')).digest()[:8], 'little')
-    return np.random.default_rng([seed, salt, digest])
-
-
-def regions(labels: np.ndarray, instance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Regions of (H, W) uint8 ``labels`` (255 = sky, a class like any other) and (H, W)
-    ``instance`` ids (0 = stuff): instances (split by class) and 4-connected regions of each
-    stuff class. Returns int64 (H, W) region ids 0..R-1 and uint8 (R,) region classes."""
-    import cv2
-
-    key = np.where(instance > 0, instance.astype(np.int64) * 256 + labels, 0)
-    offset = int(key.max(initial=0)) + 1
-    for value in np.unique(labels[instance == 0]):
-        mask = ((labels == value) & (instance == 0)).astype(np.uint8)
-        count, comp = cv2.connectedComponents(mask, connectivity=4)
-        key = np.where(comp > 0, offset + comp, key)
-        offset += count
-    _, first, ids = np.unique(key, return_index=True, return_inverse=True)
-    return ids.reshape(labels.shape), labels.reshape(-1)[first].astype(np.uint8)
-
-
-def _draw_classes(u: np.ndarray, classes: np.ndarray, cdf: np.ndarray) -> np.ndarray:
-    """Per element, a class drawn from row ``classes`` of the confusion cdf (255 stays 255)."""
-    safe = np.where(classes == IGNORE_INDEX, 0, classes)
-    drawn = (u[..., None] > cdf[safe]).sum(axis=-1)
-    return np.where(classes == IGNORE_INDEX, IGNORE_INDEX, np.minimum(drawn, NUM_CLASSES - 1))
-
-
-@dataclass
-class _Draws:
-    """Fixed random draws of one image (common random numbers for calibration)."""
-
-    bled: np.ndarray        # (H, W) labels after boundary bleeding
-    swap_u: np.ndarray      # (R,) region swap uniforms
-    swap_to: np.ndarray     # (R,) region swap targets
-    cell: np.ndarray        # (H, W) patch cell index
-    patch_u: np.ndarray     # (cells, C) patch confusion uniforms
-    patch_to: np.ndarray    # (cells, C) patch confusion targets
-    smooth: np.ndarray      # (cells,) confidence noise
-
-
-class SimulatedClip:
-    """MaskCLIP stand-in for the synthetic world (module docstring). NOT a real teacher."""
-
-    random_weights = False
-    simulated = True
-
-    def __init__(self, config: SimulatedClipConfig | None = None) -> None:
-        self.config = config or SimulatedClipConfig()
-        self._cdf = np.cumsum(self.config.confusion_matrix(), axis=1)
-
-    def _draws(self, gt: np.ndarray, region_ids: np.ndarray, region_cls: np.ndarray,
-               rng: np.random.Generator) -> _Draws:
-        import cv2
-
-        cfg, (h, w) = self.config, gt.shape
-        bled = gt.copy()
-        if cfg.boundary_radius > 0:
-            r = cfg.boundary_radius
-            kernel = np.ones((2 * r + 1, 2 * r + 1), np.uint8)
-            near = cv2.dilate(gt, kernel) != cv2.erode(gt, kernel)
-            dy, dx = rng.integers(-r, r + 1, size=(2, h, w))
-            rows = np.clip(np.arange(h)[:, None] + dy, 0, h - 1)
-            cols = np.clip(np.arange(w)[None, :] + dx, 0, w - 1)
-            bleed = near & (rng.random((h, w)) < cfg.boundary_prob)
-            bled[bleed] = gt[rows[bleed], cols[bleed]]
-        swap_u = rng.random(len(region_cls))
-        swap_to = _draw_classes(rng.random(len(region_cls)), region_cls, self._cdf)
-        ch, cw = -(-h // cfg.patch_size), -(-w // cfg.patch_size)
-        cell = (np.arange(h)[:, None] // cfg.patch_size) * cw + np.arange(w)[None, :] // (
-            cfg.patch_size)
-        patch_u = rng.random((ch * cw, NUM_CLASSES))
-        patch_to = _draw_classes(rng.random((ch * cw, NUM_CLASSES)),
-                                 np.broadcast_to(np.arange(NUM_CLASSES), (ch * cw, NUM_CLASSES)),
-                                 self._cdf)
-        return _Draws(bled, swap_u, swap_to, cell, patch_u, patch_to,
-                      rng.standard_normal(ch * cw))
-
-    @staticmethod
-    def _patch(labels: np.ndarray, d: _Draws, prob: float) -> np.ndarray:
-        if prob <= 0:
-            return labels
-        safe = np.where(labels == IGNORE_INDEX, 0, labels)
-        hit = (labels != IGNORE_INDEX) & (d.patch_u[d.cell, safe] < prob)
-        return np.where(hit, d.patch_to[d.cell, safe], labels).astype(np.uint8)
-
-    def _calibrate(self, gt: np.ndarray, ids: np.ndarray, d: _Draws,
-                   swapped: np.ndarray) -> tuple[np.ndarray, float]:
-        """Labels with swaps undone (largest first) while below target, then the patch
-        probability bisected so that the pixel accuracy hits ``target_accuracy``."""
-        target, valid = self.config.target_accuracy, gt != IGNORE_INDEX
-
-        def accuracy(labels: np.ndarray) -> float:
-            return float(np.mean(labels[valid] == gt[valid])) if valid.any() else 1.0
-
-        base = np.where(swapped[ids], d.swap_to[ids], d.bled).astype(np.uint8)
-        if accuracy(base) < target and swapped.any():
-            areas = np.bincount(ids.reshape(-1), minlength=len(swapped)) * swapped
-            for region in np.argsort(-areas, kind='stable')[:int(swapped.sum())]:
-                base = np.where(ids == region, d.bled, base)
-                if accuracy(base) >= target:
-                    break
-        if accuracy(self._patch(base, d, 1.0)) >= target:
-            return self._patch(base, d, 1.0), 1.0
-        if accuracy(base) <= target:
-            return base, 0.0
-        lo, hi = 0.0, 1.0
-        for _ in range(18):
-            mid = 0.5 * (lo + hi)
-            lo, hi = (mid, hi) if accuracy(self._patch(base, d, mid)) > target else (lo, mid)
-        return self._patch(base, d, hi), hi
-
-    def label_image(self, image: GroundTruthImage, output_size: tuple[int, int] | None = None
-                    ) -> tuple[np.ndarray, np.ndarray]:
-        """Noisy uint8 (H, W) labels (training ids, 255 = ignore) and float32 (H, W) confidence
-        in [0, 1] (0 where the label is 255) of one image at ``output_size`` (H, W) (default:
-        the image's size; the ground truth is resized nearest)."""
-        cfg = self.config
-        size = tuple(output_size or image.semantic32.shape)
-        gt = resize_nearest(image.train_labels(), size)
-        ids, cls = regions(gt, resize_nearest(image.instance, size))
-        d = self._draws(gt, ids, cls, image_rng(cfg.seed, 1, image.key))
-        swapped = (d.swap_u < cfg.region_swap_prob) & (cls != IGNORE_INDEX)
-        if cfg.target_accuracy is None:
-            labels = np.where(swapped[ids], d.swap_to[ids], d.bled).astype(np.uint8)
-            labels = self._patch(labels, d, cfg.patch_confusion_prob)
-        else:
-            labels, _ = self._calibrate(gt, ids, d, swapped)
-        conf = np.where(labels == gt, cfg.confidence_correct, cfg.confidence_wrong)
-        conf = np.clip(conf + cfg.confidence_spread * d.smooth[d.cell], 1.0 / NUM_CLASSES, 1.0)
-        conf[labels == IGNORE_INDEX] = 0.0
-        return labels, conf.astype(np.float32)
-
-    def predict(self, images: Sequence[GroundTruthImage],
-                output_size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """uint8 (B, H, W) labels and float32 (B, H, W) confidences (see :meth:`label_image`)."""
-        parts = [self.label_image(image, output_size) for image in images]
-        return np.stack([p[0] for p in parts]), np.stack([p[1] for p in parts])
-
-    def __call__(self, images: Sequence[GroundTruthImage],
-                 output_size: tuple[int, int] | None = None) -> DenseClipOutput:
-        """A ``DenseClipOutput`` (subclass with ``simulated=True``), tensors on the CPU.
-
-        ``labels`` (B, H, W) int64 training ids (255 = ignore), ``confidence`` float32;
-        ``features``/``logits`` are NOT CLIP embeddings: the per-token class histogram of the
-        labels (B, 16, ceil(H/patch), ceil(W/patch)), L2-normalized resp. mapped to [-1, 1].
-        """
-        import torch
-        import torch.nn.functional as F  # noqa: N812
-
-        from cns_ros.vocabulary import nuscenes16
-
-        labels, conf = self.predict(images, output_size)
-        lab = torch.from_numpy(labels.astype(np.int64))
-        one_hot = F.one_hot(lab.clamp(max=NUM_CLASSES), NUM_CLASSES + 1)[..., :NUM_CLASSES]
-        grid = [-(-s // self.config.patch_size) for s in labels.shape[1:]]
-        hist = F.adaptive_avg_pool2d(one_hot.permute(0, 3, 1, 2).float(), grid)
-        return simulated_output_class()(
-            labels=lab, confidence=torch.from_numpy(conf), features=F.normalize(hist, dim=1),
-            logits=hist * 2.0 - 1.0, class_names=nuscenes16().names, random_weights=False)
-
-
-@functools.cache
-def simulated_output_class() -> type:
-    """``SimulatedClipOutput``: ``DenseClipOutput`` plus ``simulated: bool = True``."""
-    from dataclasses import dataclass as _dataclass
-
-    from cns_ros.teachers.clip_dense import DenseClipOutput
-
-    @_dataclass
-    class SimulatedClipOutput(DenseClipOutput):
-        simulated: bool = True
-
-    return SimulatedClipOutput
-
-
-@dataclass(frozen=True)
-class SimulatedSamStats:
-    """What :class:`SimulatedSam` did to one image: regions, splits, merges, dropped masks."""
-
-    regions: int
-    splits: int
-    merges: int
-    dropped: int
-
-
-class SimulatedSam:
-    """SAM stand-in for the synthetic world (module docstring). NOT a real teacher."""
-
-    random_weights = False
-    simulated = True
-
-    def __init__(self, config: SimulatedSamConfig | None = None) -> None:
-        self.config = config or SimulatedSamConfig()
-
-    def _split(self, ids: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, int]:
-        count = int(ids.max(initial=-1)) + 1
-        areas = np.bincount(ids.reshape(-1), minlength=count)
-        u, angle = rng.random(count), rng.uniform(0.0, np.pi, count)
-        rows, cols = np.indices(ids.shape)
-        cy = np.bincount(ids.reshape(-1), rows.reshape(-1), count) / np.maximum(areas, 1)
-        cx = np.bincount(ids.reshape(-1), cols.reshape(-1), count) / np.maximum(areas, 1)
-        chosen = (u < self.config.split_prob) & (areas >= self.config.min_split_area)
-        side = ((cols - cx[ids]) * np.cos(angle[ids]) + (rows - cy[ids]) * np.sin(angle[ids])) > 0
-        moved = chosen[ids] & side
-        moved_area = np.bincount(ids[moved], minlength=count)
-        real = chosen & (moved_area > 0) & (moved_area < areas)
-        new_id = np.cumsum(real) - 1 + count
-        out = np.where(moved & real[ids], new_id[ids], ids)
-        return out, int(real.sum())
-
-    def _merge(self, ids: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, int]:
-        count = int(ids.max(initial=-1)) + 1
-        pairs = np.concatenate([np.stack([ids[:, :-1].ravel(), ids[:, 1:].ravel()], 1),
-                                np.stack([ids[:-1].ravel(), ids[1:].ravel()], 1)])
-        pairs = np.unique(np.sort(pairs[pairs[:, 0] != pairs[:, 1]], axis=1), axis=0)
-        parent, done, merges = np.arange(count), np.zeros(count, bool), 0
-        u = rng.random(len(pairs))
-        for k in rng.permutation(len(pairs)):
-            a, b = pairs[k]
-            if u[k] < self.config.merge_prob and not done[a] and not done[b]:
-                parent[b], done[a], done[b], merges = a, True, True, merges + 1
-        return parent[ids], merges
-
-    def masks_with_stats(self, image: GroundTruthImage,
-                         output_size: tuple[int, int] | None = None
-                         ) -> tuple[SamMasks, SimulatedSamStats]:
-        """Masks of one image at ``output_size`` (default its size), and the noise counts."""
-        size = tuple(output_size or image.semantic32.shape)
-        ids, _ = regions(resize_nearest(image.train_labels(), size),
-                         resize_nearest(image.instance, size))
-        rng = image_rng(self.config.seed, 2, image.key)
-        num_regions = int(ids.max(initial=-1)) + 1
-        ids, splits = self._split(ids, rng)
-        ids, merges = self._merge(ids, rng)
-        labels, flat = np.unique(ids, return_inverse=True)
-        areas = np.bincount(flat, minlength=len(labels))
-        keep = np.flatnonzero(areas >= max(self.config.min_area, 1))
-        masks = flat.reshape(1, *size) == keep[:, None, None]
-        ones = np.ones(len(keep), dtype=np.float32)
-        sam = SamMasks(masks, areas[keep].astype(np.int64), ones, ones.copy(), False)
-        return sam, SimulatedSamStats(num_regions, splits, merges, len(labels) - len(keep))
-
-    def masks(self, image: GroundTruthImage, size: tuple[int, int] | None = None) -> SamMasks:
-        """``SamMasks`` of one image (see :meth:`masks_with_stats`)."""
-        return self.masks_with_stats(image, size)[0]
-
-    def embedding(self, image: GroundTruthImage) -> np.ndarray:
-        """(256, 64, 64) float32 stand-in for SAM's embedding (NOT SAM features): one-hot
-        lidarseg-32 area-pooled onto SAM's valid grid (zeros elsewhere) times a fixed random
-        (256, 32) matrix of ``seed``."""
-        import cv2
-
-        rows, cols = valid_embedding_size(*image.semantic32.shape)
-        one_hot = (image.semantic32[..., None] == np.arange(32)).astype(np.float32)
-        pooled = np.stack([cv2.resize(one_hot[..., k], (cols, rows), interpolation=cv2.INTER_AREA)
-                           for k in range(32)])
-        proj = np.random.default_rng([self.config.seed, 3]).standard_normal((256, 32))
-        out = np.zeros((256, 64, 64), dtype=np.float32)
-        out[:, :rows, :cols] = np.tensordot(proj, pooled, axes=1)
-        return out
-
-    def refine(self, labels: Any, masks: SamMasks | np.ndarray,
-               ignore_index: int | None = IGNORE_INDEX) -> tuple[Any, Any]:
-        """``refine_labels`` with this teacher's ``config.mask_order``."""
-        return refine_labels(labels, masks, order=self.config.mask_order,
-                             ignore_index=ignore_index)
+from typing import Any
+
+from cns_ros.teachers.simulated_clip import (
+    NUM_CLASSES,
+    SimulatedClip,
+    SimulatedClipConfig,
+    clip_like_confusion,
+    simulated_output_class,
+)
+from cns_ros.teachers.simulated_sam import SimulatedSam, SimulatedSamConfig, SimulatedSamStats
+from cns_ros.teachers.synthetic_truth import (
+    GT_FOLDER,
+    GroundTruthImage,
+    MissingRegionsError,
+    NotSyntheticError,
+    SyntheticGroundTruth,
+    image_rng,
+    regions,
+    world_uniforms,
+)
+from cns_ros.teachers.teacher_noise import NoiseFileError, TeacherNoise, load_noise
+
+__all__ = [
+    'GT_FOLDER',
+    'NUM_CLASSES',
+    'SIMULATED_PRESETS',
+    'GroundTruthImage',
+    'MissingRegionsError',
+    'NoiseFileError',
+    'NotSyntheticError',
+    'SimulatedClip',
+    'SimulatedClipConfig',
+    'SimulatedSam',
+    'SimulatedSamConfig',
+    'SimulatedSamStats',
+    'SyntheticGroundTruth',
+    'TeacherNoise',
+    'clip_like_confusion',
+    'image_rng',
+    'load_noise',
+    'regions',
+    'simulated_output_class',
+    'simulated_preset',
+    'world_uniforms',
+]
+
+#: Preset names of ``pseudo_label --simulated-noise`` (files in config/teacher_noise/).
+SIMULATED_PRESETS: tuple[str, ...] = ('noise_free', 'clip_like', 'realistic')
+
+
+def simulated_preset(name: str, seed: int = 0) -> tuple[Any, Any]:
+    """(clip config, sam config) of a preset or noise file (see :func:`load_noise`)."""
+    noise = load_noise(name, seed)
+    return noise.clip, noise.sam
