@@ -8,8 +8,8 @@ Every sample's key camera image is labelled exactly as ``evaluate`` labels the s
 world's images and the live node its camera images (resize to the bundle's input size, the 2D
 network, :func:`cns_ros.models.image_net.label_image` at the annotation's resolution) and
 scored by the one IoU implementation (:mod:`cns_ros.metrics`) with every mean over the
-scorable classes only. The paper's exact class subset is not published (B8), so our number and
-the paper's compare only where the subsets agree.
+scorable classes only. CNS's nuImages evaluation code is not released, so its class subset is
+not known (B8): our number and the paper's compare only where the subsets agree.
 """
 
 from __future__ import annotations
