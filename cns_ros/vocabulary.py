@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 import numpy as np
 import yaml
@@ -41,6 +41,10 @@ from cns_ros.fileio import atomic_write_text
 IGNORE_INDEX = 255
 #: The maskclip85 template set: the default for `class_prompts`.
 DEFAULT_TEMPLATES = 'maskclip85'
+#: How a class is named in CLIP prompts: 'default' = its name ('_' read as ' ') and its
+#: synonyms; 'paper' = the one string the reference code uses (`paper_class_name`).
+PromptStyle = Literal['default', 'paper']
+PROMPT_STYLES: tuple[str, ...] = ('default', 'paper')
 
 _CLASS_KEYS = ('name', 'synonyms', 'color')
 _TOP_KEYS = ('name', 'classes')
@@ -174,12 +178,21 @@ class Vocabulary:
         _fail(f'Vocabulary {self.name!r}', 'classes',
               f'expected one of {", ".join(self.names)}, found {name!r}')
 
-    def prompt_names(self, i: int) -> tuple[str, ...]:
-        """Names put into CLIP prompts for class `i`: the name ('_' -> ' '), then synonyms.
+    def prompt_names(self, i: int, style: PromptStyle = 'default') -> tuple[str, ...]:
+        """Names put into CLIP prompts for class `i`.
 
-        Duplicates (after that replacement) are dropped, first occurrence kept.
+        Args:
+            i: Class index.
+            style: 'default': the name ('_' -> ' '), then the synonyms, duplicates (after that
+                replacement) dropped, first occurrence kept. 'paper': the reference code's one
+                string for the class, verbatim (:func:`paper_class_name`), no synonyms.
         """
         cls = self.classes[i]
+        if style == 'paper':
+            return (paper_class_name(cls.name),)
+        if style != 'default':
+            _fail(f'Vocabulary {self.name!r}', 'prompt_names',
+                  f'expected a prompt style among {", ".join(PROMPT_STYLES)}, found {style!r}')
         return tuple(dict.fromkeys([cls.name.replace('_', ' '), *cls.synonyms]))
 
     def to_json_list(self) -> list[dict[str, Any]]:
@@ -364,14 +377,40 @@ def prompt_templates(name: str = DEFAULT_TEMPLATES) -> tuple[str, ...]:
     return _templates(name)
 
 
-def class_prompts(vocab: Vocabulary, i: int, templates: Sequence[str] | None = None) -> list[str]:
+def class_prompts(vocab: Vocabulary, i: int, templates: Sequence[str] | None = None,
+                  style: PromptStyle = 'default') -> list[str]:
     """Return every prompt for class `i`: each prompt name put into each template.
 
     Order: name-major (all templates for the first prompt name, then the next name).
-    `templates` defaults to ``prompt_templates('maskclip85')``.
+    `templates` defaults to ``prompt_templates('maskclip85')``; `style` as
+    :meth:`Vocabulary.prompt_names`.
     """
     templates = prompt_templates() if templates is None else templates
-    return [t.replace('{}', name) for name in vocab.prompt_names(i) for t in templates]
+    return [t.replace('{}', name) for name in vocab.prompt_names(i, style) for t in templates]
+
+
+@cache
+def _paper_names() -> dict[str, str]:
+    """Comparison key (`_term`) -> the reference code's class string, over every class set."""
+    src = 'cns_ros/resources/paper_class_names.yaml'
+    table: dict[str, str] = {}
+    for set_name, names in _resource('paper_class_names.yaml').items():
+        for i, name in enumerate(names):
+            text = _text(name, src, f'{set_name}[{i}]')
+            if table.setdefault(_term(text), text) != text:
+                _fail(src, f'{set_name}[{i}]', f'{text!r} clashes with {table[_term(text)]!r}')
+    return table
+
+
+def paper_class_name(name: str) -> str:
+    """The string the reference code puts into the prompts for the class called `name`.
+
+    Classes of the reference's class sets (nuScenes-16, ScanNet-20 in
+    ``resources/paper_class_names.yaml``) are matched ignoring case and '_' vs ' ' and get
+    the reference's literal string (``traffic_cone``, ``other_flat``, ``manmade``,
+    ``construction vehicle``, ``driveable surface``); any other class its name verbatim.
+    """
+    return _paper_names().get(_term(name), name)
 
 
 @cache

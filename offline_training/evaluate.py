@@ -29,11 +29,19 @@ at the ground-truth resolution (labels made from the logits exactly as the live 
 camera labels: argmax at the network's resolution, then a nearest-neighbour resize,
 cns_ros.models.image_net.label_image); with --cache also the teacher's refined 2D labels.
 
+--dataset nuimages scores only the 2D network, on the key camera image of every sample of a
+nuImages version (--dataroot, --version v1.0-val), with the same labelling and IoU: nuImages
+annotates objects and the driveable surface only, so the mIoU is over the 11 classes that can
+be scored (sidewalk, terrain, other_flat, manmade and vegetation cannot; the mapping table is in
+cns_ros/data/nuimages.py), and the output says so (offline_training/evaluate_nuimages.py).
+
 examples:
   python -m offline_training.evaluate --bundle bundles/cns --dataroot data/nuscenes \\
       --version v1.0-trainval --split val --out eval/cns --format nuscenes --official
   python -m offline_training.evaluate --run runs/syn --dataroot data/synthetic \\
       --version v1.0-mini --split mini_val --cache cache/synthetic_val --out eval/syn
+  python -m offline_training.evaluate --dataset nuimages --bundle bundles/cns \\
+      --dataroot data/nuimages --version v1.0-val --out eval/cns_nuimages
 
 exit status: 0 done, 2 bad arguments, bundle, dataset or cache.
 """
@@ -65,18 +73,24 @@ PROTOCOL = ('nuScenes-lidarseg-16 (official 32 -> 16 mapping, class 0 ignored an
 
 # --- scores ---------------------------------------------------------------------------------
 
-def scores(confusion: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
-    """JSON-ready scores of a (C, C + 1) confusion matrix (conventions: module docstring)."""
+def scores(confusion: np.ndarray, class_names: Sequence[str],
+           scorable: Sequence[str] | None = None) -> dict[str, Any]:
+    """JSON-ready scores of a (C, C + 1) confusion matrix (conventions: module docstring).
+
+    ``scorable``: the classes that can be scored (None: all); the others get no IoU and every
+    mIoU is a mean over the scorable classes only (nuImages).
+    """
     conf = np.asarray(confusion, dtype=np.int64)
-    base = summary(conf, class_names)  # accuracy, points, support; miou over present classes
-    iou = iou_per_class(conf, nan_if='no_union')  # the devkit's per-class IoU
-    present = iou_per_class(conf)
-    valid = ~np.isnan(iou)
+    base = summary(conf, class_names)  # accuracy, points, support
+    keep = np.array([scorable is None or n in scorable for n in class_names])
+    iou = np.where(keep, iou_per_class(conf, nan_if='no_union'), np.nan)  # the devkit's IoU
+    present = np.where(keep, iou_per_class(conf), np.nan)
+    valid, is_present = ~np.isnan(iou), ~np.isnan(present)
     predicted = conf[:, :conf.shape[0]].sum(axis=0)
     return {
         'miou': float(iou[valid].mean()) if valid.any() else None,
-        'miou_present': None if np.isnan(base['miou']) else base['miou'],
-        'miou_union0_as_1': float(np.where(valid, iou, 1.0).mean()),
+        'miou_present': float(present[is_present].mean()) if is_present.any() else None,
+        'miou_union0_as_1': float(np.where(valid, iou, 1.0)[keep].mean()),
         'accuracy': None if np.isnan(base['accuracy']) else base['accuracy'],
         'points': base['points'],
         'classes_scored': int(valid.sum()),
@@ -360,12 +374,15 @@ def write_outputs(out: Path, document: dict[str, Any]) -> list[Path]:
     groups = {'3d': [('net3d', '3D net, all points'), ('net3d_paired', '3D net, paired points'),
                      ('teacher', 'teacher, paired points')],
               '2d': [('net2d', '2D net'), ('teacher_2d', 'teacher 2D labels')]}
+    dataset = document['dataset']
+    where = dataset.get('split') or 'all scenes'
+    if dataset.get('kind') == 'nuimages':
+        where = f'nuImages {dataset["version"]}, scorable classes only'
     for kind, members in groups.items():
         rows = {label: document[key] for key, label in members if key in document}
         if rows:
             path = out / f'iou_{kind}.png'
-            bar_chart(path, f'{kind.upper()} per-class IoU, nuScenes-16 '
-                      f'({document["dataset"]["split"] or "all scenes"})', rows)
+            bar_chart(path, f'{kind.upper()} per-class IoU, nuScenes-16 ({where})', rows)
             written.append(path)
     return written
 
@@ -385,7 +402,11 @@ def build_parser() -> argparse.ArgumentParser:
                         'temporary bundle first, so the evaluated networks are the deployed '
                         'ones)')
     source.add_argument('--run', type=Path, help='a training run folder: its newest checkpoint')
-    add('--dataroot', required=True, type=Path, help='nuScenes (or synthetic) root folder')
+    add('--dataset', choices=('nuscenes', 'nuimages'), default='nuscenes',
+        help="'nuimages': score the 2D network on a nuImages version's key camera images "
+        '(the classes nuImages annotates only; default: %(default)s)')
+    add('--dataroot', required=True, type=Path, help='nuScenes (or synthetic) root folder, or '
+        'the nuImages root with --dataset nuimages')
     add('--version', default='v1.0-trainval', help='nuScenes version folder (default: '
         '%(default)s)')
     add('--split', help="devkit split: 'val', 'mini_val', ... (default: every scene of the "
@@ -412,6 +433,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    if args.dataset == 'nuimages':
+        used = [flag for flag, on in (('--split', args.split), ('--scenes', args.scenes),
+                                      ('--cache', args.cache), ('--no-2d', args.no_2d),
+                                      ('--official', args.official),
+                                      ('--format nuscenes', args.format == 'nuscenes'),
+                                      ('--num-sweeps', args.num_sweeps)) if on]
+        if used:
+            parser.error(f'--dataset nuimages scores the 2D network on every sample of '
+                         f'--version: drop {", ".join(used)}')
     if args.format == 'nuscenes' and not args.split:
         parser.error('--format nuscenes needs --split (the folder name and the eval_set of '
                      'the official evaluator)')
@@ -426,6 +456,35 @@ def _check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
     if args.cache is not None and not (args.cache / 'manifest.json').is_file():
         parser.error(f'--cache: {args.cache / "manifest.json"} not found (a folder made by '
                      f'offline_training.pseudo_label)')
+
+
+def _run(args: argparse.Namespace, bundle: Any, net3d: Any, net2d: Any, device: Any
+         ) -> dict[str, Any]:
+    """The metrics document of ``--dataset`` (nuScenes: :func:`run`)."""
+    if args.dataset == 'nuscenes':
+        return run(args, bundle, net3d, net2d, device)
+    from offline_training.evaluate_nuimages import run_nuimages
+
+    if net2d is None:
+        raise ValueError('--dataset nuimages scores the 2D network and the bundle has none')
+    return run_nuimages(args, bundle, net2d, device)
+
+
+def _print_tables(document: dict[str, Any]) -> None:
+    dataset = document['dataset']
+    if dataset.get('kind') == 'nuimages':
+        scorable = document['scorable_classes']
+        print(format_scores(f'2D, nuImages {dataset["version"]}, IoU (%), {dataset["images"]} '
+                            f'images; mIoU over the {len(scorable)} scorable classes only '
+                            f'(no nuImages annotation: '
+                            f'{", ".join(document["unscorable_classes"])})',
+                            {'net2d': document['net2d']}))
+        return
+    tables = {k: document[k] for k in ('net3d', 'net3d_paired', 'teacher') if k in document}
+    print(format_scores(f'3D, nuScenes-16 IoU (%), {dataset["keyframes"]} keyframes', tables))
+    tables = {k: document[k] for k in ('net2d', 'teacher_2d') if k in document}
+    if tables:
+        print(format_scores(f'2D, IoU (%), {dataset["images"]} images', tables))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -462,24 +521,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.no_2d:
                 net2d = None
             args.out.mkdir(parents=True, exist_ok=True)
-            document = run(args, bundle, net3d, net2d, device)
+            document = _run(args, bundle, net3d, net2d, device)
         except (BundleError, ConfigError, NuScenesNotFoundError, FileNotFoundError,
                 ValueError, RuntimeError, pickle.UnpicklingError) as exc:
             parser.error(str(exc))
     if args.official:
         document['official'] = official_miou(args)
     written = write_outputs(args.out, document)
-    tables = {k: document[k] for k in ('net3d', 'net3d_paired', 'teacher') if k in document}
-    print(format_scores(f'3D, nuScenes-16 IoU (%), {document["dataset"]["keyframes"]} '
-                        f'keyframes', tables))
-    tables = {k: document[k] for k in ('net2d', 'teacher_2d') if k in document}
-    if tables:
-        print(format_scores(f'2D, IoU (%), {document["dataset"]["images"]} images', tables))
+    _print_tables(document)
     if 'official' in document:
         print(f'official LidarSegEval mIoU: {100 * document["official"]["miou"]:.2f}')
     print('wrote ' + ', '.join(str(p) for p in written) + (
         f', predictions in {document["nuscenes_predictions"]}'
-        if document['nuscenes_predictions'] else ''))
+        if document.get('nuscenes_predictions') else ''))
     return 0
 
 

@@ -18,6 +18,8 @@ noise_free, clip_like (errors redrawn per image, disjoint masks; the default) or
 embedding that never reads the labels; needs a world with synthetic_gt/region/). The manifest
 records every resolved noise parameter.
 Random weights only with --allow-random-weights (smoke runs; flagged in the manifest).
+--paper makes MaskCLIP as the reference code does (cns_ros/paper.py): no CLIP mean/std input
+normalisation and one literal name per class in the prompts ('traffic_cone', 'manmade').
 SAM-refined pixels keep the CLIP confidence of their pixel.
 
 Resumable: a keyframe is done iff its file exists (files are renamed into place when
@@ -94,6 +96,8 @@ class PseudoLabelConfig:
         allow_random_weights: Allow random teacher weights (smoke runs only).
         simulated_noise: Noise of the simulated teachers: a preset name (``noise_free``,
             ``clip_like``, ``realistic``) or a YAML noise file.
+        paper: MaskCLIP as the reference code (:mod:`cns_ros.paper`): RGB / 255 input (no
+            CLIP mean / std) and its one literal class name per class in the prompts.
         seed: Seed of the simulated teachers' noise.
         save_2d: Also write per-image refined labels (and SAM embeddings).
         fp16: float16 autocast for the teachers on CUDA.
@@ -113,6 +117,7 @@ class PseudoLabelConfig:
     sam_resize: str = 'bilinear'
     allow_random_weights: bool = False
     simulated_noise: str = 'clip_like'
+    paper: bool = False
     seed: int = 0
     save_2d: bool = False
     fp16: bool = True
@@ -190,12 +195,15 @@ class _Teachers:
         if config.teacher == 'simulated':
             self.clip = clip_sim
         else:
+            from cns_ros.paper import paper_choices
             from cns_ros.teachers.clip_dense import ClipDenseConfig, MaskClipTeacher
 
+            choices = paper_choices(config.paper)
             self.clip = MaskClipTeacher(ClipDenseConfig(
                 model_name=config.clip_model, checkpoint=config.clip_checkpoint,
                 allow_random_weights=config.allow_random_weights, image_size=config.image_size,
-                templates=config.clip_templates, device=_resolve_device(device),
+                templates=config.clip_templates, prompt_style=choices.prompt_style,
+                normalize_input=choices.normalize_clip_input, device=_resolve_device(device),
                 fp16=config.fp16, batch_size=batch_size))
         if config.sam == 'simulated':
             self.sam = sam_sim
@@ -218,7 +226,9 @@ class _Teachers:
             out['clip'].update(noise=noise['name'], seed=cfg.seed, settings=noise['clip'])
         else:
             out['clip'].update(model=cfg.clip_model, checkpoint=cfg.clip_checkpoint,
-                               templates=cfg.clip_templates, source=self.clip.clip.source)
+                               templates=cfg.clip_templates, source=self.clip.clip.source,
+                               prompt_style=self.clip.config.prompt_style,
+                               normalize_input=self.clip.config.normalize_input)
         sam_random = bool(self.sam is not None and self.sam.random_weights)
         out['sam'] = {'name': cfg.sam, 'random_weights': sam_random,
                       'simulated': cfg.sam == 'simulated'}
@@ -402,6 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
         '(default: %(default)s)')
     add('--clip-templates', default=d.clip_templates, help="prompt templates: 'maskclip85' or "
         "'single' (default: %(default)s)")
+    add('--paper', action='store_true', help="MaskCLIP as the reference code: no CLIP mean/std "
+        "input normalisation, its literal class names in the prompts ('traffic_cone'); "
+        'cns_ros/paper.py')
     add('--sam-checkpoint', help='local SAM weights (sam_vit_h_4b8939.pth, ...)')
     add('--sam-model-type', default=d.sam_model_type, choices=('vit_b', 'vit_l', 'vit_h'),
         help='SAM model (default: %(default)s)')
@@ -452,7 +465,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sam_model_type=args.sam_model_type, sam_checkpoint=args.sam_checkpoint,
             sam_points_per_side=args.sam_points_per_side, sam_resize=args.sam_resize,
             allow_random_weights=args.allow_random_weights, seed=args.seed,
-            simulated_noise=args.simulated_noise, save_2d=args.save_2d,
+            simulated_noise=args.simulated_noise, save_2d=args.save_2d, paper=args.paper,
             fp16=not args.no_fp16)
         options = RunOptions(
             dataroot=args.dataroot, out=args.out, version=args.version, split=args.split,

@@ -9,7 +9,9 @@ exactly where a checkpoint left it (same step, optimizer, schedule, RNG and data
 
 Text embeddings (the classifier of both networks) come from text.embeddings (safetensors),
 text.clip_checkpoint (local CLIP weights) or, for smoke runs and simulated teachers only,
-text.random: true. Runs under torchrun as is (DDP, one process per GPU).
+text.random: true. Runs under torchrun as is (DDP, one process per GPU). ``--set paper=true``
+makes the reference code's choices (cns_ros/paper.py): its literal class names in the prompts
+of text.clip_checkpoint, per-rank target draws, its switching rule enforced.
 
 examples:
   python -m offline_training.train --config config/train/nuscenes_cns.yaml \\
@@ -110,16 +112,19 @@ def text_embeddings(config: TrainConfig, class_names: Sequence[str]) -> Any:
             raise ValueError(f'{path}: no tensor named text_embeddings (found {list(tensors)})')
         emb = tensors['text_embeddings'].float()
     elif text.clip_checkpoint:
+        from cns_ros.paper import paper_choices
         from cns_ros.teachers import clip_dense
-        from cns_ros.vocabulary import nuscenes16
+        from cns_ros.vocabulary import nuscenes16, paper_class_name
 
         clip = clip_dense.load_clip(clip_dense.ClipDenseConfig(
             model_name=text.clip_model, checkpoint=text.clip_checkpoint, device='cpu'))
         vocab = nuscenes16()
+        style = paper_choices(config.paper).prompt_style
         if tuple(vocab.names) == tuple(class_names):
-            emb = clip_dense.text_embeddings(clip, vocab, text.templates)
-        else:
-            emb = clip_dense.text_embeddings_from_names(clip, class_names, text.templates)
+            emb = clip_dense.text_embeddings(clip, vocab, text.templates, style)
+        else:  # other classes: their names verbatim (paper: the reference's own strings)
+            names = [paper_class_name(n) if style == 'paper' else n for n in class_names]
+            emb = clip_dense.text_embeddings_from_names(clip, names, text.templates)
     elif text.random:
         import warnings
 
@@ -147,16 +152,18 @@ def build_method(config: TrainConfig, text: Any) -> Any:
     """
     from cns_ros.models.build import build_model
     from cns_ros.models.heads import SamProjectionConfig, SamProjectionHeads
+    from cns_ros.paper import paper_choices
     from cns_ros.training.bundle_checkpoint import network_configs
 
     m = config.model
+    per_rank = paper_choices(config.paper).per_rank_switching
     cfg3d, cfg2d = network_configs(config)
     net3d = build_model(m.name_3d, cfg3d)
     net3d.classifier.set_text_embeddings(text)
     if config.method == 'clip2scene':
         from cns_ros.training.clip2scene import Clip2SceneMethod
 
-        return Clip2SceneMethod(net3d, config.clip2scene, m, config.seed)
+        return Clip2SceneMethod(net3d, config.clip2scene, m, config.seed, per_rank)
     from cns_ros.training.cns import CNSMethod
 
     net2d = heads = None
@@ -166,7 +173,7 @@ def build_method(config: TrainConfig, text: Any) -> Any:
     if config.cns.latent:
         heads = SamProjectionHeads(SamProjectionConfig(
             dim=m.latent_dim, point_channels=net3d.config.feature_dim))
-    return CNSMethod(net3d, net2d, heads, config.cns, m, config.seed)
+    return CNSMethod(net3d, net2d, heads, config.cns, m, config.seed, per_rank)
 
 
 def seed_everything(seed: int) -> None:

@@ -14,6 +14,10 @@ Choices versus the public CLIP2Scene/CNS code (reference/cns_clip2scene.md A2, B
 - Input normalization: CLIP was trained on mean/std-normalized images, the public code feeds
   RGB/255. Default ``normalize_input=True`` (CLIP's training distribution); ``False``
   reproduces the public code.
+- Prompt names: by default each class's name ('_' read as ' ') and synonyms;
+  ``prompt_style='paper'`` puts the public code's one string per class into the templates
+  (``traffic_cone``, ``other_flat``, ``manmade``). Both are flipped together by the ``paper``
+  setting (:mod:`cns_ros.paper`).
 - LayerNorm eps and GELU are the checkpoint's own (eps 1e-5; QuickGELU for OpenAI weights),
   not the public code's mmseg port (eps 1e-6, GELU).
 - No frozen random 768 -> 512 map (CLIP2Scene's ``image_local``): features are in CLIP's own
@@ -44,7 +48,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(f'cns_ros.teachers.clip_dense needs torch and open_clip_torch ({exc}); '
                       f'install them with `pip install -r requirements/ml.txt`') from exc
 
-from cns_ros.vocabulary import Vocabulary, nuscenes16, prompt_templates
+from cns_ros.vocabulary import PromptStyle, Vocabulary, nuscenes16, prompt_templates
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +83,8 @@ class ClipDenseConfig:
             default). False feeds RGB in [0, 1], as the public CLIP2Scene/CNS code does.
         temperature: Softmax temperature of the confidence; 0.01 = CLIP's logit scale 100.
         templates: Prompt-template set of `cns_ros.vocabulary.prompt_templates`.
+        prompt_style: 'default' (class name + synonyms) or 'paper' (the public code's one
+            string per class), as `cns_ros.vocabulary.Vocabulary.prompt_names`.
         device: torch device string ('cpu', 'cuda', 'cuda:1').
         fp16: Run under float16 autocast on CUDA (ignored on CPU).
         batch_size: Images per forward pass; larger inputs are split.
@@ -92,6 +98,7 @@ class ClipDenseConfig:
     normalize_input: bool = True
     temperature: float = 0.01
     templates: str = 'maskclip85'
+    prompt_style: PromptStyle = 'default'
     device: str = 'cpu'
     fp16: bool = True
     batch_size: int = 8
@@ -102,7 +109,9 @@ class ClipDenseConfig:
         checks = {'image_size': ('(H, W) positive integers', len(size) == 2 and all(
                       isinstance(s, int) and s > 0 for s in size)),
                   'temperature': ('a value > 0', self.temperature > 0),
-                  'batch_size': ('an integer >= 1', self.batch_size >= 1)}
+                  'batch_size': ('an integer >= 1', self.batch_size >= 1),
+                  'prompt_style': ("'default' or 'paper'",
+                                   self.prompt_style in ('default', 'paper'))}
         for name, (expected, ok) in checks.items():
             if not ok:
                 raise ValueError(f'ClipDenseConfig.{name}: expected {expected}, '
@@ -392,9 +401,10 @@ def text_embeddings_from_names(clip: LoadedClip, class_names: Sequence[str | Seq
 
 
 def text_embeddings(clip: LoadedClip, vocabulary: Vocabulary,
-                    templates: str | Sequence[str] = 'maskclip85') -> torch.Tensor:
-    """(C, D) float32 prompt-ensemble text embeddings of `vocabulary.prompt_names` per class."""
-    names = [vocabulary.prompt_names(i) for i in range(vocabulary.num_classes)]
+                    templates: str | Sequence[str] = 'maskclip85',
+                    style: PromptStyle = 'default') -> torch.Tensor:
+    """(C, D) float32 prompt-ensemble text embeddings of `vocabulary.prompt_names(i, style)`."""
+    names = [vocabulary.prompt_names(i, style) for i in range(vocabulary.num_classes)]
     return text_embeddings_from_names(clip, names, templates)
 
 
@@ -446,7 +456,9 @@ class MaskClipTeacher:
     def set_vocabulary(self, vocabulary: Vocabulary) -> None:
         """Switch the classes; only classes not encoded before run through the text encoder."""
         templates = _template_set(self.config.templates)
-        keys = [(vocabulary.prompt_names(i), templates) for i in range(vocabulary.num_classes)]
+        style = self.config.prompt_style
+        keys = [(vocabulary.prompt_names(i, style), templates)
+                for i in range(vocabulary.num_classes)]
         missing = list(dict.fromkeys(k for k in keys if k not in self._cache))
         if missing:
             rows = text_embeddings_from_names(self.clip, [k[0] for k in missing], templates)

@@ -10,7 +10,8 @@ Per step (:class:`Clip2SceneMethod.forward`), with P point <-> pixel pairs:
    points get no loss (as the code, whose unpaired self-training term is dead code).
 2. ``self-training`` (S^3T): from ``self_training_start_epoch`` (code: ``epoch > 10``), per
    batch with probability 0.5 (:class:`~cns_ros.training.cns.TargetSwitch`, a function of
-   (seed, step)), the targets of ALL pairs become the network's own argmax labels.
+   (seed, step); with ``per_rank_switching``, the ``paper`` setting, of the DDP rank too, as
+   the code), the targets of ALL pairs become the network's own argmax labels.
 3. ``spatial_temporal``: :func:`supervoxel_fusion_loss` on the 3D net's separate ``local``
    head (the paper: it only worked with a separate linear layer) over the super-voxels of the
    merged, un-augmented multi-sweep cloud (``grid_size`` 0.1 m): per super-voxel, the paired
@@ -88,14 +89,17 @@ class Clip2SceneMethod(nn.Module):
         net3d: MinkUNet built with ``local_head=True`` (``PointOutput.local``) when the
             spatial-temporal term is on.
         config: CLIP2Scene settings; model: voxel size and input features; seed: run seed.
+        per_rank_switching: Each DDP rank draws its own self-training switch (the reference
+            code; the ``paper`` setting); False: one draw per step shared by all ranks.
     """
 
     def __init__(self, net3d: nn.Module, config: Clip2SceneConfig, model: ModelConfig,
-                 seed: int) -> None:
+                 seed: int, per_rank_switching: bool = False) -> None:
         super().__init__()
         self.net3d, self.config, self.model_config = net3d, config, model
         self.self_training = TargetSwitch({'teacher': 1.0 - config.self_training_prob,
-                                           'self': config.self_training_prob}, seed, salt=5)
+                                           'self': config.self_training_prob}, seed, salt=5,
+                                          per_rank=per_rank_switching)
         self.balance = ClassBalance(net3d.classifier.num_classes, config.class_balance)
 
     def source(self, progress: Progress) -> str:
@@ -104,7 +108,7 @@ class Clip2SceneMethod(nn.Module):
         if not c.self_training or not switch_active(progress, c.self_training_start_epoch,
                                                     c.self_training_start_step):
             return 'teacher'
-        return self.self_training.draw(progress.step)
+        return self.self_training.draw(progress.step, rank=progress.rank)
 
     def forward(self, batch: TrainBatch, progress: Progress) -> LossOutput:
         """Weighted CLIP2Scene loss of one batch; terms reported unweighted."""

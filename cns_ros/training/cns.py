@@ -29,7 +29,8 @@ a warning is given once. Refining by the per-segment mode of a partition equals
 the vote of a mask is over its visible (not overwritten) part only.
 
 Every random choice is a function of (seed, step) (:class:`TargetSwitch`), so resumed runs
-repeat it exactly; all DDP ranks make the same choice (the code draws per rank).
+repeat it exactly; all DDP ranks make the same choice, or, with ``per_rank_switching`` (the
+``paper`` setting, :mod:`cns_ros.paper`), each rank its own, as the code does.
 """
 
 from __future__ import annotations
@@ -172,28 +173,39 @@ def paint_pairs(base: torch.Tensor, batch: TrainBatch, pair_labels: torch.Tensor
 
 
 class TargetSwitch:
-    """Draws one target source per step from fixed probabilities, as a function of (seed, step).
+    """Draws one target source per step from fixed probabilities, as a function of (seed, step)
+    (and, with ``per_rank``, of the DDP rank).
+
+    The draw: u = uniform [0, 1) of the generator keyed by (seed, salt, step), the first source
+    whose cumulative probability (in ``probabilities`` order) exceeds u. ``per_rank``: ranks
+    > 0 key their generator by (seed, salt, step, rank) too, so each rank draws its own source,
+    as the reference code (rank 0 keeps the shared stream: a one-process run is the same).
 
     Args:
         probabilities: Source name -> probability (summing to 1).
         seed: Run seed.
         salt: Separates the streams of different switches (e.g. the 3D and the 2D net).
+        per_rank: Each DDP rank draws independently; False: every rank draws rank 0's source.
     """
 
-    def __init__(self, probabilities: Mapping[str, float], seed: int, salt: int) -> None:
+    def __init__(self, probabilities: Mapping[str, float], seed: int, salt: int,
+                 per_rank: bool = False) -> None:
         self.probabilities = dict(probabilities)
-        self.seed, self.salt = int(seed), int(salt)
+        self.seed, self.salt, self.per_rank = int(seed), int(salt), bool(per_rank)
 
-    def draw(self, step: int, available: Sequence[str] | None = None) -> str:
-        """The source of ``step``; sources not ``available`` are dropped and the rest
-        renormalised (e.g. no 2D network -> no ``pred_2d``)."""
+    def draw(self, step: int, available: Sequence[str] | None = None, rank: int = 0) -> str:
+        """The source of ``step`` on ``rank``; sources not ``available`` are dropped and the
+        rest renormalised (e.g. no 2D network -> no ``pred_2d``)."""
         names = [n for n, p in self.probabilities.items()
                  if p > 0 and (available is None or n in available)]
         if not names:
             raise ValueError(f'no available target source among {self.probabilities} '
                              f'(available: {available})')
         weights = np.array([self.probabilities[n] for n in names], dtype=np.float64)
-        u = np.random.default_rng([self.seed, self.salt, int(step)]).random()
+        key = [self.seed, self.salt, int(step)]
+        if self.per_rank and rank > 0:
+            key.append(int(rank))
+        u = np.random.default_rng(key).random()
         index = int(np.searchsorted(np.cumsum(weights / weights.sum()), u, side='right'))
         return names[min(index, len(names) - 1)]
 
@@ -218,13 +230,17 @@ class _Predictions:
 
 
 class CoTraining:
-    """Target selection of CNS (module docstring, step 2): the sources and their refinement."""
+    """Target selection of CNS (module docstring, step 2): the sources and their refinement.
 
-    def __init__(self, config: CNSConfig, seed: int, num_classes: int) -> None:
+    ``per_rank_switching``: each DDP rank draws its own sources (:class:`TargetSwitch`).
+    """
+
+    def __init__(self, config: CNSConfig, seed: int, num_classes: int,
+                 per_rank_switching: bool = False) -> None:
         self.config, self.num_classes = config, num_classes
         sources_3d, sources_2d = config.sources()
-        self.switch_3d = TargetSwitch(sources_3d, seed, salt=3)
-        self.switch_2d = TargetSwitch(sources_2d, seed, salt=2)
+        self.switch_3d = TargetSwitch(sources_3d, seed, salt=3, per_rank=per_rank_switching)
+        self.switch_2d = TargetSwitch(sources_2d, seed, salt=2, per_rank=per_rank_switching)
 
     def sources(self, progress: Progress, has_2d: bool) -> tuple[str, str]:
         """(3D-net source, 2D-net source) of this step."""
@@ -232,8 +248,9 @@ class CoTraining:
         if not c.co_training or not switch_active(progress, c.start_epoch, c.start_step):
             return 'teacher_pixel', 'teacher_pixel'
         available = ['teacher_pixel', 'teacher_point', 'pred_3d'] + (['pred_2d'] * has_2d)
-        return (self.switch_3d.draw(progress.step, available),
-                self.switch_2d.draw(progress.step, available) if has_2d else 'teacher_pixel')
+        step, rank = progress.step, progress.rank
+        return (self.switch_3d.draw(step, available, rank),
+                self.switch_2d.draw(step, available, rank) if has_2d else 'teacher_pixel')
 
     def _can_refine(self, batch: TrainBatch) -> bool:
         if not self.config.refine_predictions:
@@ -354,14 +371,17 @@ class CNSMethod(nn.Module):
         heads: SamProjectionHeads (``point``, ``image``, ``sam``) or None without the latent
             loss.
         config: CNS settings; model: voxel size and input features; seed: run seed.
+        per_rank_switching: Each DDP rank draws its own target sources (the reference code;
+            the ``paper`` setting); False: one draw per step shared by all ranks.
     """
 
     def __init__(self, net3d: nn.Module, net2d: nn.Module | None, heads: nn.Module | None,
-                 config: CNSConfig, model: ModelConfig, seed: int) -> None:
+                 config: CNSConfig, model: ModelConfig, seed: int,
+                 per_rank_switching: bool = False) -> None:
         super().__init__()
         self.net3d, self.net2d, self.heads = net3d, net2d, heads
         self.config, self.model_config = config, model
-        self.co_training = CoTraining(config, seed, self.num_classes)
+        self.co_training = CoTraining(config, seed, self.num_classes, per_rank_switching)
         self.balance_3d = ClassBalance(self.num_classes, config.class_balance)
         self.balance_2d = ClassBalance(self.num_classes, config.class_balance)
 

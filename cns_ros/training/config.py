@@ -283,6 +283,17 @@ class CNSConfig:
         return SWITCHING_PRESETS.get(self.switching, ({}, {}, True))[2]
 
 
+def _check_paper_switching(cns: CNSConfig, clip2scene: Clip2SceneConfig) -> None:
+    """``paper: true`` pins the reference code's switching rule (reference B5.2, A5.2)."""
+    why = 'paper: true uses the reference code\'s switching rule; '
+    _check(cns.switching == 'code', 'cns.switching',
+           why + f"expected 'code' (20/40/40 per modality), found {cns.switching!r}")
+    _check(not cns.refines_3d(), 'cns.refine_3d_predictions',
+           why + 'the code does not refine the 3D predictions: expected false or null')
+    _check(clip2scene.self_training_prob == 0.5, 'clip2scene.self_training_prob',
+           why + f'expected 0.5, found {clip2scene.self_training_prob}')
+
+
 def _check_sources(sources: Mapping[str, float], key: str) -> None:
     _check(bool(sources), key, 'must name at least one source')
     for name, p in sources.items():
@@ -406,6 +417,12 @@ class TrainConfig:
     """Everything that defines a training run (resolved copy saved beside each checkpoint)."""
 
     method: Literal['cns', 'clip2scene'] = 'cns'
+    paper: bool = False
+    """The reference code's choices (:mod:`cns_ros.paper`): text embeddings from
+    ``text.clip_checkpoint`` use its one literal name per class (``traffic_cone``), each DDP
+    rank draws its own target source, and the switching rule must be the code's
+    (``cns.switching: code``, 3D predictions unrefined, ``clip2scene.self_training_prob``
+    0.5: the defaults). Pseudo-labels get the same setting from ``pseudo_label --paper``."""
     seed: int = 0
     """Seeds weights, data order (a function of seed and epoch), augmentation, switching."""
     amp: Literal['bf16', 'fp16', 'off'] = 'fp16'
@@ -426,6 +443,8 @@ class TrainConfig:
         if self.method == 'cns' and self.cns.network_2d:
             _check(self.data.images, 'cns.network_2d',
                    'the 2D network needs data.images: true (or set cns.network_2d: false)')
+        if self.paper:
+            _check_paper_switching(self.cns, self.clip2scene)
         if self.method == 'cns' and self.data.image_augment.enabled:
             _check(not self.cns.latent, 'data.image_augment.enabled',
                    'the CNS latent loss compares with the SAM embeddings of the un-augmented '

@@ -53,10 +53,12 @@ EVAL_FILE = 'eval.jsonl'
 
 @dataclass(frozen=True)
 class Progress:
-    """Where training is: ``step`` = optimizer steps done before this batch, its ``epoch``."""
+    """Where training is: ``step`` = optimizer steps done before this batch, its ``epoch``,
+    and the DDP ``rank`` of this process (0 without DDP)."""
 
     step: int
     epoch: int
+    rank: int = 0
 
 
 @dataclass
@@ -427,8 +429,8 @@ def _train(run: _Run, dataset: Any, log: _RunLog,
                                        run.context.rank, run.context.world_size, skip=position,
                                        num_workers=config.data.num_workers,
                                        pin_memory=device.type == 'cuda'))
-        out, grad_norm = _optimizer_step(run, next(batches).to(device), Progress(step, epoch),
-                                         params, clip)
+        progress = Progress(step, epoch, run.context.rank)
+        out, grad_norm = _optimizer_step(run, next(batches).to(device), progress, params, clip)
         # 7. log
         log.step({'step': step, 'epoch': epoch, **_reduce_terms(out, run.context), 'lr': lr,
                   'grad_norm': grad_norm, **out.info})
