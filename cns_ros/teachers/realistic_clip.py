@@ -47,7 +47,9 @@ import numpy as np
 
 from cns_ros.geometry import resize_nearest
 from cns_ros.teachers.synthetic_truth import (
+    NUM_CLASSES,
     GroundTruthImage,
+    draw_classes,
     image_rng,
     world_entities,
     world_uniforms,
@@ -57,7 +59,6 @@ from cns_ros.vocabulary import IGNORE_INDEX
 if TYPE_CHECKING:
     from cns_ros.teachers.clip_dense import DenseClipOutput
 
-NUM_CLASSES = 16
 _SALT_PERSIST, _SALT_VIEW = 11, 12
 #: Error components of :class:`ClipStages` ``component``.
 CORRECT, PERSISTENT, VIEW, RESOLUTION = 0, 1, 2, 3
@@ -169,11 +170,6 @@ class ClipStages:
     scores: np.ndarray
 
 
-def _draw(u: np.ndarray, rows: np.ndarray, cdf: np.ndarray) -> np.ndarray:
-    """Per element, a class drawn with uniform ``u`` from cdf row ``rows`` (int64 classes)."""
-    return np.minimum((u[..., None] > cdf[rows]).sum(axis=-1), NUM_CLASSES - 1)
-
-
 class RealisticClip:
     """MaskCLIP stand-in with persistent, per-object errors (module docstring). NOT a teacher."""
 
@@ -201,8 +197,8 @@ class RealisticClip:
         view = world_uniforms(cfg.seed, _SALT_VIEW, f'{scene}/{key}', ids, 3)
         flipped = view[:, 0] < cfg.flip_prob
         wrong = np.where(flipped, view[:, 1] < p, world[:, 0] < p) & ~sky
-        to = np.where(flipped, _draw(view[:, 2], cls, self._cdf), _draw(world[:, 1], cls,
-                                                                        self._cdf))
+        to = np.where(flipped, draw_classes(view[:, 2], cls, self._cdf),
+                      draw_classes(world[:, 1], cls, self._cdf))
         labels = np.where(wrong[inverse], to[inverse], truth).astype(np.uint8)
         return labels, (wrong & ~flipped)[inverse]
 
@@ -242,7 +238,7 @@ class RealisticClip:
         field = self._blob_field(size, rng)
         tokens = cfg.patch_grid[0] * cfg.patch_grid[1]
         rows = np.broadcast_to(np.arange(NUM_CLASSES), (tokens, NUM_CLASSES))
-        to = _draw(rng.random((tokens, NUM_CLASSES)), rows, self._cdf)
+        to = draw_classes(rng.random((tokens, NUM_CLASSES)), rows, self._cdf)
         dominant = self._dominant(truth)
         if dominant.size:
             pick = dominant[rng.integers(0, dominant.size, (tokens, NUM_CLASSES))]

@@ -24,7 +24,6 @@ from __future__ import annotations
 from typing import Any
 
 from cns_ros.teachers.simulated_clip import (
-    NUM_CLASSES,
     SimulatedClip,
     SimulatedClipConfig,
     clip_like_confusion,
@@ -33,6 +32,7 @@ from cns_ros.teachers.simulated_clip import (
 from cns_ros.teachers.simulated_sam import SimulatedSam, SimulatedSamConfig, SimulatedSamStats
 from cns_ros.teachers.synthetic_truth import (
     GT_FOLDER,
+    NUM_CLASSES,
     GroundTruthImage,
     MissingRegionsError,
     NotSyntheticError,

@@ -36,13 +36,18 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cns_ros.geometry import resize_nearest
-from cns_ros.teachers.synthetic_truth import GroundTruthImage, image_rng, regions
+from cns_ros.teachers.synthetic_truth import (
+    NUM_CLASSES,
+    GroundTruthImage,
+    draw_classes,
+    image_rng,
+    regions,
+)
 from cns_ros.vocabulary import IGNORE_INDEX
 
 if TYPE_CHECKING:
     from cns_ros.teachers.clip_dense import DenseClipOutput
 
-NUM_CLASSES = 16
 _CONFUSION_PAIRS = (  # (class a, class b, weight): symmetric CLIP-like confusions (train ids)
     (12, 10, 3.0), (11, 10, 2.0), (11, 12, 2.0), (13, 15, 3.0), (13, 12, 1.0), (9, 3, 3.0),
     (2, 3, 2.0), (2, 9, 2.0), (8, 9, 2.0), (4, 9, 2.0), (4, 3, 1.0), (1, 5, 3.0), (1, 6, 1.0),
@@ -113,13 +118,6 @@ class SimulatedClipConfig:
         return weights / weights.sum(axis=1, keepdims=True)
 
 
-def _draw_classes(u: np.ndarray, classes: np.ndarray, cdf: np.ndarray) -> np.ndarray:
-    """Per element, a class drawn from row ``classes`` of the confusion cdf (255 stays 255)."""
-    safe = np.where(classes == IGNORE_INDEX, 0, classes)
-    drawn = (u[..., None] > cdf[safe]).sum(axis=-1)
-    return np.where(classes == IGNORE_INDEX, IGNORE_INDEX, np.minimum(drawn, NUM_CLASSES - 1))
-
-
 @dataclass
 class _Draws:
     """Fixed random draws of one image (common random numbers for calibration)."""
@@ -159,12 +157,12 @@ class SimulatedClip:
             bleed = near & (rng.random((h, w)) < cfg.boundary_prob)
             bled[bleed] = gt[rows[bleed], cols[bleed]]
         swap_u = rng.random(len(region_cls))
-        swap_to = _draw_classes(rng.random(len(region_cls)), region_cls, self._cdf)
+        swap_to = draw_classes(rng.random(len(region_cls)), region_cls, self._cdf)
         ch, cw = -(-h // cfg.patch_size), -(-w // cfg.patch_size)
         cell = (np.arange(h)[:, None] // cfg.patch_size) * cw + np.arange(w)[None, :] // (
             cfg.patch_size)
         patch_u = rng.random((ch * cw, NUM_CLASSES))
-        patch_to = _draw_classes(rng.random((ch * cw, NUM_CLASSES)),
+        patch_to = draw_classes(rng.random((ch * cw, NUM_CLASSES)),
                                  np.broadcast_to(np.arange(NUM_CLASSES), (ch * cw, NUM_CLASSES)),
                                  self._cdf)
         return _Draws(bled, swap_u, swap_to, cell, patch_u, patch_to,

@@ -22,7 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cns_ros.vocabulary import lidarseg16_to_train, lidarseg32_to_16
+from cns_ros.vocabulary import IGNORE_INDEX, lidarseg16_to_train, lidarseg32_to_16
+
+#: nuScenes-16 training classes of the simulated teachers' labels.
+NUM_CLASSES = 16
 
 GT_FOLDER = 'synthetic_gt'
 REGION_OFFSET = 1 << 20  # world ids: instance ids below, REGION_OFFSET + region id above
@@ -124,6 +127,14 @@ def image_rng(seed: int, salt: int, key: str) -> np.random.Generator:
     """A generator determined by (seed, salt, key) only (SHA-256 of the key)."""
     digest = int.from_bytes(hashlib.sha256(key.encode('utf-8')).digest()[:8], 'little')
     return np.random.default_rng([seed, salt, digest])
+
+
+def draw_classes(u: np.ndarray, classes: np.ndarray, cdf: np.ndarray) -> np.ndarray:
+    """Per element, a class drawn with uniform ``u`` from row ``classes`` of a (16, 16)
+    confusion cdf (int64; 255 stays 255)."""
+    safe = np.where(classes == IGNORE_INDEX, 0, classes)
+    drawn = (u[..., None] > cdf[safe]).sum(axis=-1)
+    return np.where(classes == IGNORE_INDEX, IGNORE_INDEX, np.minimum(drawn, NUM_CLASSES - 1))
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:

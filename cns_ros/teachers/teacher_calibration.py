@@ -16,9 +16,8 @@ import numpy as np
 from cns_ros.metrics import confusion_matrix, iou_per_class
 from cns_ros.teachers.realistic_clip import PERSISTENT, RESOLUTION, VIEW, ClipStages
 from cns_ros.teachers.refine import refine_labels
+from cns_ros.teachers.synthetic_truth import NUM_CLASSES
 from cns_ros.vocabulary import IGNORE_INDEX, nuscenes16
-
-NUM_CLASSES = 16
 
 
 @dataclass(frozen=True)
