@@ -178,7 +178,6 @@ class SegmentNode(Node):
         self.stats = NodeStats()
         self._report = ThrottledReporter(self.stats, self.get_logger(), self.params)
         self._mailbox = LatestMailbox()
-        self._intake = SweepIntake(None, self._mailbox, self._report)
         bundle = load_bundle(self.params['model'])  # validates; loads no weights
         self._setup_cameras(bundle.has_image_net)  # settings errors before the slow part
         self._setup_segmenter(bundle)
@@ -236,9 +235,9 @@ class SegmentNode(Node):
         self._odometry = OdometryBuffer()
         self._labeler = CameraLabeler(self, p, has_image_net, self._report, self._odometry)
         self._cameras = self._labeler.cameras
-        if self._cameras:
-            self._intake.synchronizer = make_synchronizer(p['sync_policy'],
-                                                          sync_config(p, self._cameras))
+        synchronizer = (make_synchronizer(p['sync_policy'], sync_config(p, self._cameras))
+                        if self._cameras else None)
+        self._intake = SweepIntake(synchronizer, self._mailbox, self._report)
         self._jump_ns = round(p['jump_threshold'] * _NS)
         self._last_lidar_ns: int | None = None
 
