@@ -366,3 +366,24 @@ def test_import_cns_ros_models_is_cheap():
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                          check=True, timeout=120, cwd=root)
     assert out.stdout.strip().splitlines()[-1:] in ([], [''])
+
+
+@pytest.mark.parametrize('normalize', [False, True])
+def test_deeplab_logits_equal_the_classified_upsampled_features(normalize):
+    """``logits`` classifies at the latent's resolution and upsamples C channels (linear
+    classifier) or classifies the upsampled features (normalised): either way the same
+    logits as classifying ``forward``'s D-channel features at the input resolution."""
+    torch.manual_seed(0)
+    config = DeepLabV3Config(allow_random_weights=True, out_dim=32,
+                             classifier=TextClassifierConfig(normalize_features=normalize,
+                                                             logit_scale=3.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', UserWarning)
+        net = build_model('deeplabv3_mbv3', config).eval()
+    net.classifier.set_text_embeddings(torch.randn(5, 32))
+    images = torch.randn(2, 3, 48, 80)
+    with torch.no_grad():
+        expected = net.classifier(net(images).features, dim=1)
+        logits, latent = net.logits(images)
+    assert logits.shape == (2, 5, 48, 80) and latent.shape == (2, 256, 3, 5)
+    assert torch.allclose(logits, expected, atol=1e-4, rtol=1e-4)

@@ -207,9 +207,36 @@ class DeepLabV3Text(nn.Module):
         Returns:
             :class:`ImageOutput` (features upsampled bilinearly to (H, W)).
         """
-        if images.dim() != 4 or images.shape[1] != 3:
-            raise ValueError(f'images: expected (B, 3, H, W), found {tuple(images.shape)}')
-        latent = self.aspp(self.backbone(images)['out'])
+        latent = self._latent(images)
         features = nn.functional.interpolate(self.head(latent), size=images.shape[-2:],
                                              mode='bilinear', align_corners=False)
         return ImageOutput(features=features, latent=latent)
+
+    def logits(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class logits at the input resolution and the latent, for training.
+
+        Equal to ``classifier(forward(images).features, dim=1)``, but when the classifier is
+        linear (``normalize_features`` off, the reference) the C logits are computed at the
+        latent's resolution and upsampled instead of the D = 512 features: bilinear
+        interpolation and a linear map commute, and resizing C = 16 channels instead of 512
+        halved a CPU training step (CNS with DeepLabV3-MobileNetV3 on 12 images of 112 x 200,
+        one thread: 2.4 -> 1.25 s).
+
+        Args:
+            images: (B, 3, H, W) float, RGB normalised with the ImageNet mean / std.
+
+        Returns:
+            (B, C, H, W) float logits and the (B, 256, h, w) float latent.
+        """
+        if self.classifier.config.normalize_features:  # not linear: classify the features
+            output = self.forward(images)
+            return self.classifier(output.features, dim=1), output.latent
+        latent = self._latent(images)
+        logits = self.classifier(self.head(latent), dim=1)
+        return nn.functional.interpolate(logits, size=images.shape[-2:], mode='bilinear',
+                                         align_corners=False), latent
+
+    def _latent(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f'images: expected (B, 3, H, W), found {tuple(images.shape)}')
+        return self.aspp(self.backbone(images)['out'])

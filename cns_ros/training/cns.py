@@ -397,9 +397,7 @@ class CNSMethod(nn.Module):
         if self.net2d is not None:
             if batch.images is None:
                 raise ValueError('the 2D network needs images: set data.images: true')
-            image_out = self.net2d(normalize_images(batch.images))
-            image_logits = self.net2d.classifier(image_out.features, dim=1)
-            image_latent = image_out.latent
+            image_logits, image_latent = self.net2d.logits(normalize_images(batch.images))
         return _Predictions(pair_logits, output.latent[batch.pair_point], image_logits,
                             image_latent)
 
