@@ -387,3 +387,15 @@ def test_deeplab_logits_equal_the_classified_upsampled_features(normalize):
         logits, latent = net.logits(images)
     assert logits.shape == (2, 5, 48, 80) and latent.shape == (2, 256, 3, 5)
     assert torch.allclose(logits, expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize('name', ['deeplabv3_r18', 'deeplabv3_mbv3'])
+def test_deeplab_batchnorm_running_statistics_follow_within_tens_of_steps(name):
+    """Every BatchNorm of the light 2D networks has torch's momentum 0.1 (torchvision builds
+    MobileNetV3 with 0.01, whose running statistics trail a short training by ~100 steps)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', UserWarning)
+        net = build_model(name, DeepLabV3Config(allow_random_weights=True))
+    momenta = {m.momentum for m in net.modules()
+               if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)}
+    assert momenta == {0.1}
