@@ -13,8 +13,8 @@ Teachers: --teacher maskclip (MaskCLIP on open_clip, --clip-checkpoint) or simul
 the synthetic world of make_synthetic: labels from its rendered ground truth with structured
 noise); --sam none, sam (segment_anything, --sam-checkpoint) or simulated. The simulated
 teachers' noise is a YAML noise file or a preset (--simulated-noise; config/teacher_noise/):
-noise_free, clip_like (errors redrawn per image, disjoint masks; the default) or realistic
-(calibrated to teacher_noise.md 7: persistent per-object errors, overlapping SAM masks, an
+noise_free, clip_like (errors redrawn per image, disjoint masks) or realistic (the default:
+calibrated to teacher_noise.md 7: persistent per-object errors, overlapping SAM masks, an
 embedding that never reads the labels; needs a world with synthetic_gt/region/). The manifest
 records every resolved noise parameter.
 Random weights only with --allow-random-weights (smoke runs; flagged in the manifest).
@@ -116,7 +116,7 @@ class PseudoLabelConfig:
     sam_points_per_side: int = 32
     sam_resize: str = 'bilinear'
     allow_random_weights: bool = False
-    simulated_noise: str = 'clip_like'
+    simulated_noise: str = 'realistic'
     paper: bool = False
     seed: int = 0
     save_2d: bool = False

@@ -20,9 +20,9 @@ mapping ``true class -> {wrong class: weight}``. Unknown sections, generators, k
 names are errors that name the file and the key; ``seed`` is not a noise parameter (it comes
 from ``pseudo_label --seed``).
 
-Presets (:data:`PRESETS`) are the files of that folder: ``noise_free``, ``clip_like`` (today's
-kind stand-ins) and ``realistic`` (calibrated to teacher_noise.md 7), plus ``segformer_like`` (a
-50-70 mIoU labeler, used only to calibrate SAM voting).
+Presets (:data:`PRESETS`) are the files of that folder: ``noise_free``, ``clip_like`` (the old
+kind stand-ins) and ``realistic`` (calibrated to teacher_noise.md 7; pseudo_label's default),
+plus ``segformer_like`` (a 50-70 mIoU labeler, used only to calibrate SAM voting).
 """
 
 from __future__ import annotations
