@@ -5,7 +5,8 @@ Every step runs the project's own entry points, in order:
   1. world     offline_training.make_synthetic: a synthetic driving world in the exact nuScenes
                on-disk format (4 mini_train scenes for training, scene-0103 held out)
   2. labels    offline_training.pseudo_label with the SIMULATED teachers (stand-ins for
-               MaskCLIP + SAM built from the world's rendered ground truth plus noise)
+               MaskCLIP + SAM built from the world's rendered ground truth plus noise; the
+               'realistic' noise preset, calibrated to published MaskCLIP and SAM errors)
   3. train     offline_training.train: a small CNS 3D network, short CPU run (the recipe
                of offline_training/study.py)
   4. export    offline_training.export: the model bundle the live node loads
@@ -61,9 +62,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 SIMULATED_NOTICE = """\
 NOTE: this demo used SIMULATED teachers. The pseudo-labels come from the synthetic world's own
-rendered ground truth with structured noise (cns_ros/teachers/simulated.py); no CLIP or SAM
-model ran, and the world is synthetic, not nuScenes. The numbers show that the pipeline works
-end to end, not how well CNS works on real data."""
+rendered ground truth with structured noise, here the '{noise}' preset
+(config/teacher_noise/{noise}.yaml: MaskCLIP-like errors, most of them persistent per object,
+and overlapping SAM-like masks, calibrated to published MaskCLIP and SAM errors); no CLIP or
+SAM model ran, and the world is synthetic, not nuScenes. The numbers show that the pipeline
+works end to end, not how well CNS works on real data."""
 
 REAL_RUN = """\
 With real CLIP / SAM checkpoints and a real nuScenes root (weights never download; pass local
@@ -131,7 +134,8 @@ def make_labels(paths: Paths, s: Settings) -> None:
 
     call_tool('pseudo_label', pseudo_label.main, [
         '--dataroot', str(paths.world), '--version', VERSION, '--scenes', *s.train_scenes,
-        '--teacher', 'simulated', '--sam', 'simulated', '--seed', str(s.seed),
+        '--teacher', 'simulated', '--sam', 'simulated', '--simulated-noise', s.teacher_noise,
+        '--seed', str(s.seed),
         '--image-size', *map(str, s.label_size), '--out', str(paths.cache), '--device', 'cpu',
         '--no-progress'])
 
@@ -139,7 +143,7 @@ def make_labels(paths: Paths, s: Settings) -> None:
 def train(paths: Paths, s: Settings) -> None:
     from cns_ros.training.checkpoint import checkpoint_path
     from offline_training import train as train_tool
-    from offline_training.study import RECIPE
+    from offline_training.study import CNS_3D
 
     if checkpoint_path(paths.run, s.steps).is_file():
         say(f'    reusing {checkpoint_path(paths.run, s.steps)}')
@@ -153,7 +157,7 @@ def train(paths: Paths, s: Settings) -> None:
         '--threads', str(s.threads), '--no-progress',
         # the short-CPU-run recipe of offline_training/study.py (3D-only CNS: the 2D co-training
         # network is too slow here; 0.2 m voxels, half-width MinkUNet14A, AdamW, class weights)
-        *[item for value in RECIPE for item in ('--set', value)],
+        *[item for value in CNS_3D for item in ('--set', value)],
         '--set', f'model.voxel_size={s.voxel_size}',
         '--set', f'log.checkpoint_every={s.steps}', '--set', f'seed={s.seed}'])
 
@@ -217,7 +221,8 @@ def report(summary: dict[str, Any]) -> None:
     print(f'  bird\'s-eye view: {files["png"]}\n  recorded bag: {files["recorded"]}\n'
           f'  summary: {files["summary"]}\n  model bundle: {files["bundle"]}\n'
           f'  replayed bag: {files["bag"]}')
-    print(f'\n{SIMULATED_NOTICE}\n\n{REAL_RUN}\n')
+    notice = SIMULATED_NOTICE.format(noise=summary['settings']['teacher_noise'])
+    print(f'\n{notice}\n\n{REAL_RUN}\n')
 
 
 # --- command line -------------------------------------------------------------------------------
@@ -240,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--voxel-size', type=float, help='voxel edge of the 3D network, m '
                         '(default: 0.2)')
     parser.add_argument('--seed', type=int, help='seed of world, teachers and training')
+    parser.add_argument('--teacher-noise', metavar='PRESET',
+                        help='noise preset of the simulated teachers (config/teacher_noise/; '
+                        'default: realistic)')
     parser.add_argument('--threads', type=int, help='CPU threads for generation and training '
                         '(default: 2)')
     return parser
@@ -248,7 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _settings(args: argparse.Namespace) -> Settings:
     s = FAST if args.fast else Settings()
     overrides = {'steps': args.steps, 'rate': args.rate, 'scene_duration_s': args.duration,
-                 'seed': args.seed, 'threads': args.threads, 'voxel_size': args.voxel_size}
+                 'seed': args.seed, 'threads': args.threads, 'voxel_size': args.voxel_size,
+                 'teacher_noise': args.teacher_noise}
     return replace(s, **{k: v for k, v in overrides.items() if v is not None})
 
 
@@ -291,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.monotonic()
     say('cns_ros demo: synthetic world -> pseudo-labels (SIMULATED teachers) -> training -> '
         'bundle -> bag -> live ROS 2 segmentation -> mIoU')
-    say(SIMULATED_NOTICE.replace('\n', ' '))
+    say(SIMULATED_NOTICE.format(noise=settings.teacher_noise).replace('\n', ' '))
     prepare(paths, settings)
     try:
         summary = run_demo(paths, settings)

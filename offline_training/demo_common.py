@@ -34,6 +34,9 @@ class Settings:
     steps: int = 400
     voxel_size: float = 0.2
     seed: int = 0
+    teacher_noise: str = 'realistic'
+    """Noise preset of the simulated teachers (config/teacher_noise/): 'realistic' is
+    calibrated to published MaskCLIP and SAM errors."""
     rate: float = 1.0
     """Replay speed factor of the live step's bag (it loops until every keyframe is labeled)."""
     threads: int = 2

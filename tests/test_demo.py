@@ -72,6 +72,7 @@ def demo(tmp_path_factory) -> tuple[Path, str]:
 def test_demo_says_the_teachers_were_simulated_and_how_to_run_for_real(demo):
     _, text = demo
     assert 'SIMULATED teachers' in text and 'no CLIP or SAM' in text
+    assert "the 'realistic' preset" in text  # the default teachers of make demo (issue 11)
     for command in ('--teacher maskclip --clip-checkpoint', '--sam sam --sam-checkpoint',
                     '--dataroot /data/nuscenes', 'offline_training.export',
                     'offline_training.nuscenes_to_bag',
