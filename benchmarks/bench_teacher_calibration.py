@@ -65,7 +65,7 @@ from offline_training import make_synthetic, study
 def make_world(root: Path, scenes: int, duration: float, seed: int) -> Path:
     """A synthetic world of the first ``scenes`` study scenes (train and held-out lists
     interleaved, so both halves of the probe split see both)."""
-    names = [s for pair in zip(study.TRAIN_SCENES, study.HELD_OUT_SCENES, strict=False)
+    names = [s for pair in zip(study.TRAIN_SCENES, study.TEST_SCENES, strict=False)
              for s in pair][:scenes]
     args = ['--out', str(root), '--duration', str(duration), '--seed', str(seed),
             '--workers', '2', '--no-progress', '--overwrite']
