@@ -17,8 +17,9 @@ same pixels; the 3D network on the val scenes.
 
 Writes results/ablation_<noise>.json (every seed's numbers, the means and spreads, the
 settings) and results/ablation_<noise>.png (test per-class IoU bars, seed means, teacher
-beside). The default run (realistic, 9 rows x 3 seeds at 200 steps) takes about 45 minutes on
-2 cores; each further noise preset as long again (fewer with --rows).
+beside). The default run (realistic, 9 rows x 3 seeds at 200 steps) took 47 minutes on the
+2-core development machine; each further noise preset as long again, less with --rows (4 rows:
+20 minutes).
 
 usage: python benchmarks/bench_ablation.py [--noise realistic clip_like] [--steps 200]
            [--seeds 0 1 2] [--rows KEY ...] [--jobs 2] [--work DIR] [--out-dir DIR]
