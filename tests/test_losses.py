@@ -195,7 +195,7 @@ def test_target_switch_probabilities_by_seeded_sampling():
 # --- ablation switches on tiny networks -----------------------------------------------------
 
 class _TinyImageNet(nn.Module):
-    """A 2D-net stand-in with DeepLabV3Text's interface (features, latent, classifier)."""
+    """A 2D-net stand-in with DeepLabV3Text's interface (forward, logits, classifier)."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
@@ -209,6 +209,10 @@ class _TinyImageNet(nn.Module):
         from cns_ros.models.image_net import ImageOutput
 
         return ImageOutput(features=self.features(images), latent=self.latent(images))
+
+    def logits(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        output = self.forward(images)
+        return self.classifier(output.features, dim=1), output.latent
 
 
 DIM, CLASSES = 16, 5
