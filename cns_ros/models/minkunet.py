@@ -35,7 +35,8 @@ from cns_ros.models.sparse import SparseBatch, devoxelize, get_backend, voxelize
 from cns_ros.models.sparse_blocks import ConvNormAct, residual_stage
 
 __all__ = ['INPUT_FEATURES', 'MINKUNET_PRESETS', 'MinkUNet', 'MinkUNetConfig', 'PointOutput',
-           'assemble_point_features', 'check_input_features']
+           'assemble_point_features', 'check_input_features', 'check_sizes', 'input_width',
+           'scaled_width']
 
 MINKUNET_PRESETS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     '14A': ((32, 64, 128, 256, 128, 128, 96, 96), (1, 1, 1, 1, 1, 1, 1, 1)),
@@ -91,8 +92,7 @@ class MinkUNetConfig:
         if self.stem_kernel % 2 == 0 or self.stem_kernel < 1:
             raise ValueError(f'MinkUNetConfig.stem_kernel must be odd, found '
                              f'{self.stem_kernel}')
-        if not self.channel_scale > 0 or self.out_dim < 1 or not self.voxel_size > 0:
-            raise ValueError('MinkUNetConfig: channel_scale, out_dim and voxel_size must be > 0')
+        check_sizes('MinkUNetConfig', self.channel_scale, self.out_dim, self.voxel_size)
 
     def with_preset(self, preset: str) -> MinkUNetConfig:
         """This config with `planes` / `layers` taken from a preset where they are None."""
@@ -103,11 +103,11 @@ class MinkUNetConfig:
     @property
     def in_channels(self) -> int:
         """Input feature width (sum of the selected features' widths)."""
-        return sum(INPUT_FEATURES[name] for name in self.input_features)
+        return input_width(self.input_features)
 
     def width(self, channels: int) -> int:
         """A nominal width scaled by `channel_scale` (at least 1)."""
-        return max(1, round(channels * self.channel_scale))
+        return scaled_width(channels, self.channel_scale)
 
     @property
     def feature_dim(self) -> int:
@@ -130,6 +130,22 @@ class PointOutput:
     features: torch.Tensor
     latent: torch.Tensor
     local: torch.Tensor | None = None
+
+
+def input_width(names: Sequence[str]) -> int:
+    """Input feature width of a 3D network: the sum of the named features' widths."""
+    return sum(INPUT_FEATURES[name] for name in names)
+
+
+def scaled_width(channels: int, channel_scale: float) -> int:
+    """A nominal layer width times ``channel_scale``, rounded, at least 1."""
+    return max(1, round(channels * channel_scale))
+
+
+def check_sizes(owner: str, channel_scale: float, out_dim: int, voxel_size: float) -> None:
+    """Raise ValueError unless a 3D network config's scale, output width and voxel are > 0."""
+    if not channel_scale > 0 or out_dim < 1 or not voxel_size > 0:
+        raise ValueError(f'{owner}: channel_scale, out_dim and voxel_size must be > 0')
 
 
 def check_input_features(owner: str, names: Sequence[str]) -> None:

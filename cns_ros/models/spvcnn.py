@@ -36,7 +36,13 @@ import torch
 from torch import nn
 
 from cns_ros.models.heads import TextClassifier, TextClassifierConfig
-from cns_ros.models.minkunet import INPUT_FEATURES, PointOutput, check_input_features
+from cns_ros.models.minkunet import (
+    PointOutput,
+    check_input_features,
+    check_sizes,
+    input_width,
+    scaled_width,
+)
 from cns_ros.models.point_voxel import PointVoxelMaps
 from cns_ros.models.sparse import SparseBatch, get_backend, voxelize_batch
 from cns_ros.models.sparse_blocks import ConvNormAct, residual_stage
@@ -84,17 +90,16 @@ class SPVCNNConfig:
             if len(value) != size or min(value) < 1:
                 raise ValueError(f'SPVCNNConfig.{name}: expected {size} positive ints, found '
                                  f'{value}')
-        if not self.channel_scale > 0 or self.out_dim < 1 or not self.voxel_size > 0:
-            raise ValueError('SPVCNNConfig: channel_scale, out_dim and voxel_size must be > 0')
+        check_sizes('SPVCNNConfig', self.channel_scale, self.out_dim, self.voxel_size)
 
     @property
     def in_channels(self) -> int:
         """Input feature width (sum of the selected features' widths)."""
-        return sum(INPUT_FEATURES[name] for name in self.input_features)
+        return input_width(self.input_features)
 
     def width(self, channels: int) -> int:
         """A nominal width scaled by `channel_scale` (at least 1)."""
-        return max(1, round(channels * self.channel_scale))
+        return scaled_width(channels, self.channel_scale)
 
     @property
     def feature_dim(self) -> int:
