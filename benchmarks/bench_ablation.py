@@ -49,12 +49,13 @@ _COST = {'cns_clip': 1, 'cns_sam': 1, 'c2s_semantic': 2, 'c2s_st': 3, 'c2s_full'
          'c2s_full_spvcnn': 5, 'cns_cotrain': 5, 'cns_full': 5, 'cns_full_34c': 7}
 
 
-def prepare(work: Path, noises: Sequence[str], rows: Sequence[study.Row]) -> study.Study:
-    """The world and every cache the rows need (resumed when present)."""
+def prepare(work: Path, noises: Sequence[str], rows: Sequence[study.Row],
+            splits: Sequence[study.Split] = study.SPLITS) -> study.Study:
+    """The world and every cache the rows need on ``splits`` (resumed when present)."""
     prepared = study.make_world(work)
     for noise in noises:
         for sam in sorted({row.sam for row in rows}):
-            for split in study.SPLITS:
+            for split in splits:
                 study.make_cache(prepared, noise, sam, split)
     return prepared
 

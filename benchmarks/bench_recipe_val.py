@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import write_results
-from bench_ablation import mean_std
+from bench_ablation import ROWS, mean_std, prepare
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # offline_training (repo root)
 from offline_training import study
@@ -67,7 +67,7 @@ CANDIDATES: dict[str, tuple[str, tuple[str, ...]]] = {
 
 def _run(prepared: study.Study, name: str, steps: int, seed: int) -> dict[str, Any]:
     key, extra = CANDIDATES[name]
-    base = next(r for r in study.ROWS if r.key == key)
+    base = ROWS[key]
     extra = tuple(v.replace('{quarter}', str(steps // 4)).replace('{half}', str(steps // 2))
                   for v in extra)
     row = dataclasses.replace(base, key=f'val{list(CANDIDATES).index(name)}',
@@ -85,10 +85,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument('--out-dir', default=None, help='results folder')
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix='cns_recipe_') as tmp:
-        prepared = study.make_world(Path(args.work or tmp).resolve())
-        for sam in (False, True):
-            for split in ('train', 'val'):
-                study.make_cache(prepared, NOISE, sam, split)
+        rows = [ROWS[CANDIDATES[name][0]] for name in args.only]
+        prepared = prepare(Path(args.work or tmp).resolve(), [NOISE], rows, ('train', 'val'))
         context = multiprocessing.get_context('spawn')
         with ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
             futures = {(n, s): pool.submit(_run, prepared, n, args.steps, s)
