@@ -1,4 +1,5 @@
-"""Bird's-eye-view pictures of labeled point clouds: predicted vs ground truth, side by side.
+"""Pictures of labels: bird's-eye views of labeled point clouds (predicted vs ground truth, side
+by side), and label overlays on camera images (:func:`overlay_labels`, :func:`render_overlays`).
 
 ROS-free (numpy; matplotlib with the Agg backend, imported when a picture is drawn).
 
@@ -173,3 +174,61 @@ def render_bev(path: str | os.PathLike[str], xyz: ArrayLike, pred: ArrayLike,
     fig.savefig(path, dpi=dpi)
     return BevLayout(size=(int(fig.bbox.width), int(height)), panels=tuple(panels),
                      extent=extent)
+
+
+def overlay_labels(image: np.ndarray, labels: np.ndarray, colors: ArrayLike,
+                   alpha: float = 0.65) -> np.ndarray:
+    """Blend class colours over an image and draw class boundaries in black.
+
+    Args:
+        image: uint8 [H, W, 3] RGB.
+        labels: int [H, W] class ids (indices into ``colors``; others are left unpainted).
+        colors: (C, 3) uint8 RGB per class.
+        alpha: Weight of the class colour.
+
+    Returns:
+        uint8 [H, W, 3].
+    """
+    colors = np.asarray(colors, dtype=np.float64).reshape(-1, 3)
+    valid = (labels >= 0) & (labels < len(colors))
+    out = image.astype(np.float64)
+    out[valid] = (1 - alpha) * out[valid] + alpha * colors[labels[valid]]
+    edge = np.zeros(labels.shape, dtype=bool)
+    edge[:, 1:] |= labels[:, 1:] != labels[:, :-1]
+    edge[1:, :] |= labels[1:, :] != labels[:-1, :]
+    out[edge] = 0.0
+    return np.round(out).clip(0, 255).astype(np.uint8)
+
+
+def render_overlays(path: str | os.PathLike[str], panels: Sequence[tuple[str, np.ndarray]],
+                    class_names: Sequence[str], colors: ArrayLike, title: str = '') -> None:
+    """Write a PNG of image panels side by side with a class legend.
+
+    Args:
+        path: PNG file (folders are created).
+        panels: (title, uint8 [H, W, 3] image) per panel.
+        class_names, colors: The legend (C names, (C, 3) uint8 RGB).
+        title: Figure title.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    colors = np.asarray(colors, dtype=np.uint8).reshape(-1, 3)
+    fig = Figure(figsize=(4.2 * len(panels), 4.2), dpi=100, facecolor='white')
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    fig.subplots_adjust(left=0.02, right=0.98, top=0.85, bottom=0.22, wspace=0.05)
+    for ax, (name, picture) in zip(axes, panels, strict=True):
+        ax.imshow(picture, interpolation='nearest')
+        ax.set_title(name, fontsize=10)
+        ax.axis('off')
+    handles = [Patch(facecolor=colors[i] / 255.0, edgecolor='black', label=name)
+               for i, name in enumerate(class_names)]
+    fig.legend(handles=handles, loc='lower center', ncol=min(len(handles), 4), fontsize=9,
+               frameon=False)
+    if title:
+        fig.suptitle(title)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)

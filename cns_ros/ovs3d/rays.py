@@ -37,14 +37,30 @@ def pixel_directions(height: int, width: int, focal: float | tuple[float, float]
     Returns:
         float32 [height, width, 3]: ((u - cx) / fx, -(v - cy) / fy, -1), u = offset + step*col.
     """
-    fx, fy = (focal, focal) if isinstance(focal, (int, float)) else focal
     if center is None:
         center = (width * step / 2.0, height * step / 2.0)
     u = torch.arange(width, dtype=torch.float32) * step + offset
     v = torch.arange(height, dtype=torch.float32) * step + offset
     vv, uu = torch.meshgrid(v, u, indexing='ij')
-    return torch.stack([(uu - center[0]) / fx, -(vv - center[1]) / fy,
-                        -torch.ones_like(uu)], dim=-1)
+    return directions_at(torch.stack([uu, vv], dim=-1), focal, center)
+
+
+def directions_at(uv: Tensor, focal: float | tuple[float, float],
+                  center: tuple[float, float]) -> Tensor:
+    """Camera-frame directions through pixel positions.
+
+    Args:
+        uv: float [..., 2] positions (u = column, v = row) in px (pixel centres at +0.5).
+        focal: Focal length (px), one value or (fx, fy).
+        center: Principal point (cx, cy), px.
+
+    Returns:
+        float32 [..., 3]: ((u - cx) / fx, -(v - cy) / fy, -1).
+    """
+    fx, fy = (focal, focal) if isinstance(focal, (int, float)) else focal
+    uv = uv.float()
+    return torch.stack([(uv[..., 0] - center[0]) / fx, -(uv[..., 1] - center[1]) / fy,
+                        -torch.ones_like(uv[..., 0])], dim=-1)
 
 
 def world_rays(directions: Tensor, c2w: Tensor) -> tuple[Tensor, Tensor]:

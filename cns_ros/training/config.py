@@ -531,8 +531,11 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str, base: Any = None) ->
 
 
 def config_from_dict(data: Mapping[str, Any] | None, source: str = '<dict>',
-                     base: TrainConfig | None = None) -> TrainConfig:
+                     base: Any = None) -> Any:
     """``base`` (default: :class:`TrainConfig` defaults) with the overrides of ``data``.
+
+    ``base`` may be any config dataclass (e.g. the 3D-OVS ``Ovs3dConfig``); the result has its
+    type.
 
     Raises:
         ConfigError: Unknown key, wrong type or invalid value; the message starts with
@@ -544,14 +547,17 @@ def config_from_dict(data: Mapping[str, Any] | None, source: str = '<dict>',
         raise ConfigError(f'{source}: expected a mapping at the top level, found '
                           f'{type(data).__name__}')
     try:
-        return _build(TrainConfig, data, '', base)
+        return _build(type(base) if base is not None else TrainConfig, data, '', base)
     except ConfigError as exc:
         raise ConfigError(f'{source}: {exc}') from None
 
 
 def load_config(path: str | os.PathLike[str] | None, overrides: Sequence[str] = (),
-                base: TrainConfig | None = None) -> TrainConfig:
+                base: Any = None) -> Any:
     """Load a preset YAML (None: defaults only) and apply ``key=value`` overrides.
+
+    ``base`` (default :class:`TrainConfig` defaults) gives the config type and its starting
+    values.
 
     The overrides are merged first (later ones win) and checked together, so
     ``--set data.images=false --set cns.network_2d=false`` works in either order.

@@ -176,16 +176,18 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
-class _RunLog:
+class RunLog:
     """Rank 0's outputs: TensorBoard scalars, the per-step history file, the progress bar.
+
+    Shared by :func:`fit` and the 3D-OVS stages (:mod:`cns_ros.ovs3d.training`).
 
     A context manager: leaving the ``with`` block, normally or by an exception, closes the
     progress bar and flushes and closes the TensorBoard writer.
     """
 
-    def __init__(self, out_dir: Path, config: TrainConfig, start: int, total: int,
-                 enabled: bool) -> None:
-        self.enabled, self.every, self.rows = enabled, config.log.log_every, []
+    def __init__(self, out_dir: Path, *, start: int, total: int, enabled: bool, log_every: int,
+                 progress: bool, desc: str) -> None:
+        self.enabled, self.every, self.rows = enabled, log_every, []
         self.writer = self.bar = None
         if not enabled:
             return
@@ -197,12 +199,12 @@ class _RunLog:
         self.writer = SummaryWriter(log_dir=str(out_dir / 'tensorboard'), purge_step=start)
         try:
             self.bar = tqdm(total=total, initial=start, unit='step', dynamic_ncols=True,
-                            disable=not config.log.progress, desc=f'train {config.method}')
+                            disable=not progress, desc=desc)
         except BaseException:
             self.close()
             raise
 
-    def __enter__(self) -> _RunLog:
+    def __enter__(self) -> RunLog:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -366,7 +368,9 @@ def fit(method: nn.Module, dataset: Any, config: TrainConfig, out_dir: str | os.
             if resume else 0)
     if context.is_main:
         save_config(config, run.out_dir / 'config.yaml')
-    with _RunLog(run.out_dir, config, step, run.total, context.is_main) as log:
+    with RunLog(run.out_dir, start=step, total=run.total, enabled=context.is_main,
+                log_every=config.log.log_every, progress=config.log.progress,
+                desc=f'train {config.method}') as log:
         step, saved_at = _train(run, dataset, log, evaluator, step)
         last = run.save(step) if step != saved_at else None
     return FitResult(steps=step, checkpoint=last or ckpt.latest_checkpoint(run.out_dir),
@@ -400,7 +404,7 @@ def _prepare(method: nn.Module, size: int, config: TrainConfig, out_dir: Path,
                 context=context, extra=dict(extra_state or {}))
 
 
-def _train(run: _Run, dataset: Any, log: _RunLog,
+def _train(run: _Run, dataset: Any, log: RunLog,
            evaluator: Callable[[nn.Module], Mapping[str, float]] | None,
            step: int) -> tuple[int, int]:
     """The steps from ``step`` to ``run.total``; returns (steps done, step of the last save)."""
@@ -456,7 +460,7 @@ def _optimizer_step(run: _Run, batch: Any, progress: Progress, params: list[nn.P
 
 
 def _evaluate(model: nn.Module, evaluator: Callable[[nn.Module], Mapping[str, float]],
-              log: _RunLog, step: int, context: DistContext) -> None:
+              log: RunLog, step: int, context: DistContext) -> None:
     """Rank 0 evaluates (no gradients, eval mode); the others wait."""
     if context.is_main:
         inner = _unwrap(model)
