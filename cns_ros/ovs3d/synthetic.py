@@ -42,8 +42,9 @@ from cns_ros.ovs3d.lexicon import PATTERN_CONTRAST, parse_description
 from cns_ros.ovs3d.llff import POSES_BOUNDS, write_poses_bounds
 
 PROVENANCE_FILE = 'synthetic.json'
-REFERENCE_DEPTH = 2.0
-"""Depth (world units) at which a pattern period spans ``stripe_period_px`` full-size pixels."""
+REFERENCE_DEPTH = 1.7
+"""Depth (world units, about the objects' median) at which a pattern period spans
+``stripe_period_px`` full-size pixels."""
 CAMERA_CENTRE = (0.0, 0.7, 0.6)
 SWEEP = (0.3, 0.12)
 """Half-axes (x, y) of the ellipse of camera centres, world units."""
