@@ -161,11 +161,12 @@ def _class_names(path: Path) -> tuple[str, ...]:
 
 
 def _view_folders(segmentations: Path) -> dict[int, Path]:
-    """``{int(name): folder}`` for the sub-folders of ``segmentations/``."""
+    """``{int(name): folder}`` for the sub-folders of ``segmentations/`` (hidden ones skipped)."""
     folders: dict[int, Path] = {}
     if not segmentations.is_dir():
         return folders
-    for folder in sorted(p for p in segmentations.iterdir() if p.is_dir()):
+    for folder in sorted(p for p in segmentations.iterdir()
+                         if p.is_dir() and not p.name.startswith('.')):
         try:
             view = int(folder.name)
         except ValueError:
