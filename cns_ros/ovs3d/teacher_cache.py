@@ -101,7 +101,8 @@ def _save(path: Path, name: str, tensor: torch.Tensor, metadata: dict[str, str])
 
 
 def _extract_view(scene: SceneImages, out: Path, view: int, image_encoder: ImageEncoder,
-                  token_encoder: TokenEncoder, settings: dict[str, Any], digest: str) -> None:
+                  token_encoder: TokenEncoder, settings: dict[str, Any], digest: str,
+                  batch_size: int) -> None:
     """Compute and write the missing files of one view."""
     meta = {'settings': digest, 'view': str(view)}
     clip_path, dino_path = view_file(out, CLIP_DIR, view), view_file(out, DINO_DIR, view)
@@ -114,7 +115,7 @@ def _extract_view(scene: SceneImages, out: Path, view: int, image_encoder: Image
         image = scene.image(view, settings['clip_downsample'])
         rng = np.random.default_rng([settings['seed'], view])
         features = feature_pyramid(image, image_encoder, divisors=settings['divisors'],
-                                   rng=rng, batch_size=settings['batch_size'])
+                                   rng=rng, batch_size=batch_size)
         _save(clip_path, 'features', features, meta)
     if _file_digest(dino_path) is None:
         image = scene.image(view, settings['dino_downsample'])
@@ -166,12 +167,13 @@ def extract_teachers(scene: SceneImages, out: str | Path, image_encoder: ImageEn
         'dino_random_weights': bool(getattr(token_encoder, 'random_weights', False)),
         'clip_downsample': float(clip_downsample), 'dino_downsample': float(dino_downsample),
         'divisors': [int(d) for d in divisors], 'seed': int(seed),
-        'batch_size': int(batch_size), 'views': list(views)}
+        'views': list(views)}  # batch_size only groups the forwards: not a setting
     out.mkdir(parents=True, exist_ok=True)
     _check_settings(out, settings)
     digest = _digest(settings)
     for view in tqdm(views, desc='teachers', unit='view', disable=not progress):
-        _extract_view(scene, out, view, image_encoder, token_encoder, settings, digest)
+        _extract_view(scene, out, view, image_encoder, token_encoder, settings, digest,
+                      batch_size)
     return TeacherCache(out)
 
 

@@ -153,7 +153,7 @@ class OpenClipImageText:
             model_name=name, checkpoint=None if checkpoint is None else str(checkpoint),
             allow_random_weights=random_weights, random_seed=seed, device=device))
         self.random_weights = self.clip.random_weights
-        self.name = f'open_clip:{name}:{self.clip.source}'
+        self.name = f'open_clip:{name}:{Path(self.clip.source).name}'  # file name: movable
         self.dim = int(self.clip.model.visual.output_dim)
         self.templates = tuple(templates or ('{}',))
         self.batch_size = batch_size
@@ -239,7 +239,7 @@ class TimmDino:
         self.model = model.eval().requires_grad_(False).to(device)
         self.device = torch.device(device)
         self.random_weights = checkpoint is None
-        self.name = f'timm:{model_name}:{source}'
+        self.name = f'timm:{model_name}:{Path(source).name}'
         self.patch = int(self.model.patch_embed.patch_size[0])
         self.dim = int(self.model.embed_dim)
 
