@@ -1,6 +1,6 @@
 """3D-OVS data: the LLFF pose file and its processing, the scene reader, the synthetic capture.
 
-One default synthetic scene (12 views of 320 x 240, under 1 s) is generated per module; tests
+One default synthetic scene (12 views of 640 x 480, about 3 s) is generated per module; tests
 that damage a scene write a tiny one of their own. Expected values are hand-derived (the LLFF
 column order, the average-pose formula of ovs3d.md section 2) or come from the renderer's exact
 geometry (the ball's silhouette, the class maps).
@@ -69,17 +69,17 @@ def _project(c2w: np.ndarray, point: np.ndarray, focal: float, h: int, w: int) -
 def test_reader_round_trip(scene_root):
     scene = read_scene(scene_root)
     height, width, focal = scene.hwf
-    assert (height, width) == (240, 320) and focal == pytest.approx(CONFIG.focal)
+    assert (height, width) == (480, 640) and focal == pytest.approx(CONFIG.focal)
     assert scene.class_names == SORTED_CLASSES == CLASS_NAMES
     assert scene.annotated_views == (0, 6, 11)
     assert [p.name for p in scene.image_paths] == [f'IMG_{i:04d}.png' for i in range(12)]
     assert scene.poses.shape == (12, 3, 4) and scene.poses.dtype == np.float32
     assert scene.bounds.shape == (12, 2) and scene.bounds.dtype == np.float32
-    assert scene.size(8) == (30, 40) and scene.size(2.5) == (96, 128)
-    assert scene.focal(8) == pytest.approx(focal * 40 / 320)
-    rgb, _, _ = render_view(CONFIG, capture_poses(CONFIG)[3], 240, 320, CONFIG.focal)
+    assert scene.size(8) == (60, 80) and scene.size(2.5) == (192, 256)
+    assert scene.focal(8) == pytest.approx(focal * 80 / 640)
+    rgb, _, _ = render_view(CONFIG, capture_poses(CONFIG)[3], 480, 640, CONFIG.focal)
     np.testing.assert_array_equal(scene.image(3, 1), rgb)
-    assert scene.image(3, 8).shape == (30, 40, 3) and scene.image(3, 8).dtype == np.uint8
+    assert scene.image(3, 8).shape == (60, 80, 3) and scene.image(3, 8).dtype == np.uint8
     assert (scene_root / 'segmentations' / 'classes.txt').read_text().splitlines() == [
         o.name for o in SCENE_OBJECTS]  # file order is the scene's; the reader sorts
 
@@ -90,7 +90,7 @@ def test_masks_equal_the_renderers_class_map_resized_nearest(scene_root, downsam
     height, width = scene.size(downsample)
     poses = capture_poses(CONFIG)
     for view in scene.annotated_views:
-        _, class_index, _ = render_view(CONFIG, poses[view], 240, 320, CONFIG.focal)
+        _, class_index, _ = render_view(CONFIG, poses[view], 480, 640, CONFIG.focal)
         small = Image.fromarray(class_index.astype(np.uint8)).resize(
             (width, height), Image.Resampling.NEAREST)
         expected = np.asarray(small)[:, :, None] == np.arange(len(CLASS_NAMES))
@@ -178,8 +178,8 @@ def test_processed_poses_project_box_corners_where_the_world_cameras_do(scene_ro
     for view in range(12):
         for corner in corners:
             scaled = scene.rays_scale * average[:, :3].T @ (corner - average[:, 3])
-            uv = _project(scene.poses[view].astype(np.float64), scaled, CONFIG.focal, 240, 320)
-            expected = _project(world[view], corner, CONFIG.focal, 240, 320)
+            uv = _project(scene.poses[view].astype(np.float64), scaled, CONFIG.focal, 480, 640)
+            expected = _project(world[view], corner, CONFIG.focal, 480, 640)
             np.testing.assert_allclose(uv, expected, atol=1e-3)
 
 
@@ -192,8 +192,8 @@ def test_processed_poses_reproduce_the_drawn_ball_silhouette(scene_root):
     assert isinstance(ball, Sphere)
     centre = scene.rays_scale * average[:, :3].T @ (np.asarray(ball.centre) - average[:, 3])
     radius = scene.rays_scale * ball.radius
-    u, v = np.meshgrid(np.arange(320) + 0.5, np.arange(240) + 0.5)
-    cam = np.stack([(u - 160) / CONFIG.focal, -(v - 120) / CONFIG.focal, -np.ones_like(u)], -1)
+    u, v = np.meshgrid(np.arange(640) + 0.5, np.arange(480) + 0.5)
+    cam = np.stack([(u - 320) / CONFIG.focal, -(v - 240) / CONFIG.focal, -np.ones_like(u)], -1)
     for view in scene.annotated_views:
         pose = scene.poses[view].astype(np.float64)
         dirs = cam @ pose[:, :3].T
@@ -342,7 +342,7 @@ def _inner(mask: np.ndarray) -> np.ndarray:
 
 
 def test_striped_box_varies_along_image_x_and_the_ball_is_plain(scene_root):
-    """The red box's stripes: strong horizontal gradients, weak vertical ones, period 6-10 px
+    """The red box's stripes: strong horizontal gradients, weak vertical ones, period 32-48 px
     (the lexicon's 'striped'); the red ball, same colour, has only smooth shading."""
     scene = read_scene(scene_root)
     red = scene.image(6, 1)[:, :, 0].astype(float)
@@ -357,5 +357,5 @@ def test_striped_box_varies_along_image_x_and_the_ball_is_plain(scene_root):
     row = np.bincount(rows).argmax()
     profile = red[row, cols[rows == row]]
     peaks = np.flatnonzero((profile[1:-1] > profile[:-2]) & (profile[1:-1] >= profile[2:]))
-    assert len(peaks) >= 4
-    assert 6 <= np.median(np.diff(peaks)) <= 10
+    assert len(peaks) >= 3
+    assert 32 <= np.median(np.diff(peaks)) <= 48

@@ -73,12 +73,12 @@ class SyntheticSceneConfig:
     """
 
     seed: int = 0
-    width: int = 320
-    height: int = 240
+    width: int = 640
+    height: int = 480
     views: int = 12
     annotated_views: tuple[int, ...] | None = None
     fov_x_deg: float = 60.0
-    stripe_period_px: float = 8.0
+    stripe_period_px: float = 40.0
     ambient: float = 0.5
     jitter: float = 0.02
 
