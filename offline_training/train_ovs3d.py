@@ -105,13 +105,19 @@ def resolve_config(args: argparse.Namespace) -> Any:
     return dataclasses.replace(config, progress=False) if args.no_progress else config
 
 
-def build_teachers(args: argparse.Namespace) -> tuple[Any, Any, Any]:
-    """(CLIP image encoder, text encoder, DINO token encoder) as the flags say."""
+def build_teachers(args: argparse.Namespace, config: Any) -> tuple[Any, Any, Any]:
+    """(CLIP image encoder, text encoder, DINO token encoder) as the flags say.
+
+    The stand-ins measure pattern gradients at the synthetic scenes' pattern period (40 px at
+    full size by default), seen at the CLIP and DINO resolutions.
+    """
     if args.teachers == 'standin':
         from cns_ros.ovs3d.standin import StandinClip, StandinDino
+        from cns_ros.ovs3d.synthetic import SyntheticSceneConfig
 
-        clip = StandinClip()
-        return clip, clip, StandinDino()
+        period = SyntheticSceneConfig().stripe_period_px
+        clip = StandinClip(pattern_period=period / config.clip_downsample)
+        return clip, clip, StandinDino(pattern_period=period / config.dino_downsample)
     from cns_ros.ovs3d.teachers import OpenClipImageText, TimmDino
 
     if not args.random_weights:
@@ -152,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             torch.set_num_threads(args.threads)
         scene = load_scene(args)
-        image_encoder, text_encoder, token_encoder = build_teachers(args)
+        image_encoder, text_encoder, token_encoder = build_teachers(args, config)
     except (ValueError, FileNotFoundError) as exc:
         parser.exit(2, f'train_ovs3d: error: {exc}\n')
     return run(args, config, device, scene, (image_encoder, text_encoder, token_encoder))
