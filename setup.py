@@ -40,6 +40,7 @@ setup(
     entry_points={'console_scripts': [
         'replay_node = cns_ros.ros.replay_node:main',
         'segment_node = cns_ros.ros.segment_node:main',
+        'ovs_map_node = cns_ros.ros.ovs_map_node:main',
         'record_node = cns_ros.ros.record_node:main',
         'cns_launch = cns_ros.launcher:main',
     ]},

@@ -135,7 +135,7 @@ def voxel_logits(latent: Any, folded: FoldedHead, scale: float) -> Any:
 
 def label_confidence(logits: Any, temperature: float) -> tuple[np.ndarray, np.ndarray]:
     """Labels (the first maximum, as ``argmax``) and softmax confidences of (C, V) logits,
-    as host arrays (V,) uint16 and float32.
+    as host arrays (V,) uint16 and float32. An ndarray needs no torch (not imported then).
 
     The maximum via ``amax`` and an equality mask instead of ``max(dim)`` / ``argmax``,
     and on the CPU in numpy: for 24k voxels x 16 classes torch's CPU ``max`` takes about
@@ -143,10 +143,10 @@ def label_confidence(logits: Any, temperature: float) -> tuple[np.ndarray, np.nd
     softmax runs in place) and the class ranks of the mask are uint8 for C < 256: two fewer
     (C, V) temporaries, the same values.
     """
-    import torch
-
     classes = logits.shape[0]
     if not isinstance(logits, np.ndarray):  # a tensor on the GPU: reduce there, copy
+        import torch
+
         best = logits.amax(dim=0)
         rank = torch.arange(classes, 0, -1, dtype=logits.dtype, device=logits.device)
         first = ((logits == best) * rank.unsqueeze(1)).amax(dim=0)

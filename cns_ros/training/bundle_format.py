@@ -50,7 +50,7 @@ import yaml
 
 __all__ = ['BUNDLE_FILES', 'FORMAT_NAME', 'FORMAT_VERSION', 'MODEL_YAML', 'PREFIX_2D',
            'PREFIX_3D', 'TEXT_EMBEDDINGS', 'VOCABULARY', 'WEIGHTS', 'BundleError',
-           'ModelBundle', 'bundle_error', 'load_bundle', 'plain_value']
+           'ModelBundle', 'bundle_error', 'load_bundle', 'plain_value', 'read_text_embeddings']
 
 FORMAT_NAME = 'cns_ros.model_bundle'
 FORMAT_VERSION = 1
@@ -71,9 +71,11 @@ class BundleError(ValueError):
     """An invalid model bundle; the one-line message names the folder, the file and the fault."""
 
 
-def bundle_error(root: Path, name: str | None, message: str) -> BundleError:
-    """The :class:`BundleError` 'model bundle ROOT[: NAME]: MESSAGE' (to raise)."""
-    where = f'model bundle {root}' + (f': {name}' if name else '')
+def bundle_error(root: Path, name: str | None, message: str,
+                 owner: str = 'model bundle') -> BundleError:
+    """The :class:`BundleError` 'OWNER ROOT[: NAME]: MESSAGE' (to raise); ``owner`` names the
+    kind of folder (another format that holds a bundle file, e.g. 'labeled map')."""
+    where = f'{owner} {root}' + (f': {name}' if name else '')
     return BundleError(f'{where}: {message}')
 
 
@@ -207,8 +209,8 @@ def _config_options(root: Path, name: Any, options: Any, where: str) -> dict[str
     return options
 
 
-def _read_safetensors_header(root: Path, name: str) -> tuple[dict[str, tuple[int, ...]],
-                                                             dict[str, str]]:
+def _read_safetensors_header(root: Path, name: str, owner: str = 'model bundle'
+                             ) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
     """{key: shape} and the header metadata of a safetensors file (no tensor data read)."""
     path = root / name
     try:
@@ -222,38 +224,47 @@ def _read_safetensors_header(root: Path, name: str) -> tuple[dict[str, tuple[int
         meta = header.pop('__metadata__', None) or {}
         shapes = {k: tuple(int(s) for s in v['shape']) for k, v in header.items()}
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise bundle_error(root, name, f'not a readable safetensors file ({exc})') from None
+        raise bundle_error(root, name, f'not a readable safetensors file ({exc})',
+                           owner) from None
     return shapes, dict(meta)
 
 
-def _read_text_embeddings(root: Path, vocabulary: Any) -> np.ndarray:
+def read_text_embeddings(root: Path, vocabulary: Any, owner: str = 'model bundle'
+                         ) -> tuple[np.ndarray, dict[str, str]]:
+    """The (C, D) float32 embeddings of ``root/text_embeddings.safetensors`` and its header
+    metadata, checked against ``vocabulary`` (rows, class names).
+
+    Raises:
+        BundleError: 'OWNER ROOT: text_embeddings.safetensors: ...' (see :func:`bundle_error`).
+    """
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
-    shapes, meta = _read_safetensors_header(root, TEXT_EMBEDDINGS)
+    def error(message: str) -> BundleError:
+        return bundle_error(root, TEXT_EMBEDDINGS, message, owner)
+
+    shapes, meta = _read_safetensors_header(root, TEXT_EMBEDDINGS, owner)
     if 'text_embeddings' not in shapes:
-        raise bundle_error(root, TEXT_EMBEDDINGS, f'no tensor named text_embeddings (found '
-                           f'{sorted(shapes)})')
+        raise error(f'no tensor named text_embeddings (found {sorted(shapes)})')
     try:
         emb = load_file(str(root / TEXT_EMBEDDINGS))['text_embeddings']
     except (SafetensorError, OSError, ValueError) as exc:
-        raise bundle_error(root, TEXT_EMBEDDINGS,
-                           f'not a readable safetensors file ({exc})') from None
+        raise error(f'not a readable safetensors file ({exc})') from None
     if emb.ndim != 2 or emb.dtype.kind != 'f' or not np.isfinite(emb).all():
-        raise bundle_error(root, TEXT_EMBEDDINGS, f'text_embeddings must be a finite 2-D float '
-                           f'(C, D) array, found {emb.dtype} {emb.shape}')
+        raise error(f'text_embeddings must be a finite 2-D float (C, D) array, found '
+                    f'{emb.dtype} {emb.shape}')
     if emb.shape[0] != vocabulary.num_classes:
-        raise bundle_error(root, TEXT_EMBEDDINGS, f'{emb.shape[0]} text-embedding rows for the '
-                           f'{vocabulary.num_classes} classes of {VOCABULARY}')
+        raise error(f'{emb.shape[0]} text-embedding rows for the {vocabulary.num_classes} '
+                    f'classes of {VOCABULARY}')
     if 'class_names' in meta:
         try:
             names = json.loads(meta['class_names'])
         except ValueError:
-            raise bundle_error(root, TEXT_EMBEDDINGS, 'metadata class_names is not JSON') from None
+            raise error('metadata class_names is not JSON') from None
         if list(names) != list(vocabulary.names):
-            raise bundle_error(root, TEXT_EMBEDDINGS, f'class names {names} differ from those of '
-                               f'{VOCABULARY} {list(vocabulary.names)}')
-    return np.ascontiguousarray(emb, dtype=np.float32)
+            raise error(f'class names {names} differ from those of {VOCABULARY} '
+                        f'{list(vocabulary.names)}')
+    return np.ascontiguousarray(emb, dtype=np.float32), meta
 
 
 def _read_networks(root: Path, document: Mapping[str, Any]
@@ -305,7 +316,7 @@ def load_bundle(path: str | os.PathLike[str]) -> ModelBundle:
     except VocabularyError as exc:
         raise bundle_error(root, VOCABULARY, str(exc).replace(str(root / VOCABULARY) + ': ', '')) \
             from None
-    emb = _read_text_embeddings(root, vocabulary)
+    emb, _ = read_text_embeddings(root, vocabulary)
     dim = int(emb.shape[1])
     for where, options in (('net3d', options3d), ('net2d', options2d)):
         if options.get('out_dim', dim) != dim:

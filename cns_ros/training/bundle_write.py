@@ -34,7 +34,7 @@ from cns_ros.training.bundle_format import (
     plain_value,
 )
 
-__all__ = ['write_bundle']
+__all__ = ['replace_folder', 'write_bundle', 'write_safetensors', 'write_text_embeddings']
 
 #: Options of a network config that are never stored: the backend is chosen when loading,
 #: and the 2D backbone's ImageNet weights are part of the bundle's weights.
@@ -156,16 +156,15 @@ def _write_folder(out: Path, tensors: Mapping[str, Any], emb: np.ndarray, vocabu
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir(parents=True)
-        _write_safetensors(tmp / WEIGHTS, tensors, {
+        write_safetensors(tmp / WEIGHTS, tensors, {
             'format': FORMAT_NAME, 'format_version': str(FORMAT_VERSION),
             'layout': 'cns_ros.models.layout neutral (K, K, K, C_in, C_out) sparse kernels'})
-        _write_safetensors(tmp / TEXT_EMBEDDINGS, {'text_embeddings': emb}, {
-            'class_names': json.dumps(list(vocabulary.names)),
-            'clip_model': text['clip_model'] or '', 'templates': text['templates']})
+        write_text_embeddings(tmp / TEXT_EMBEDDINGS, emb, vocabulary, text['clip_model'],
+                              text['templates'])
         save_vocabulary(vocabulary, tmp / VOCABULARY)
         atomic_write_text(tmp / MODEL_YAML, _HEADER + yaml.safe_dump(
             dict(document), sort_keys=False, default_flow_style=None, width=100))
-        _replace_folder(tmp, out)
+        replace_folder(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -176,7 +175,17 @@ def _as_float32(values: Any) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(values, dtype=np.float32))
 
 
-def _write_safetensors(path: Path, tensors: Mapping[str, Any], metadata: dict[str, str]) -> None:
+def write_text_embeddings(path: Path, emb: np.ndarray, vocabulary: Any, clip_model: str | None,
+                          templates: str) -> None:
+    """Write a ``text_embeddings.safetensors`` file (format in
+    :mod:`cns_ros.training.bundle_format`): (C, D) float32 ``emb`` in ``vocabulary`` order,
+    metadata class_names (JSON), clip_model ('' for None) and templates; atomically."""
+    write_safetensors(path, {'text_embeddings': _as_float32(emb)}, {
+        'class_names': json.dumps(list(vocabulary.names)),
+        'clip_model': clip_model or '', 'templates': str(templates)})
+
+
+def write_safetensors(path: Path, tensors: Mapping[str, Any], metadata: dict[str, str]) -> None:
     """Serialize (torch tensors or numpy arrays) and write atomically with fsync."""
     first = next(iter(tensors.values()))
     if isinstance(first, np.ndarray):
@@ -194,8 +203,9 @@ def _check_target(out: Path, overwrite: bool) -> None:
                               f'overwrite=True (--overwrite) to replace it')
 
 
-def _replace_folder(tmp: Path, out: Path) -> None:
-    """Rename the finished ``tmp`` to ``out``; an old ``out`` is removed only afterwards."""
+def replace_folder(tmp: Path, out: Path) -> None:
+    """Rename the finished folder ``tmp`` to ``out``; an old ``out`` is removed only
+    afterwards."""
     old = None
     if out.is_dir():
         if any(out.iterdir()):
