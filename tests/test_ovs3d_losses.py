@@ -185,12 +185,19 @@ def test_kl_identity_agrees_with_chunked_direct_sums():
     generator = torch.Generator().manual_seed(2)
     log_p = torch.log_softmax(3 * torch.randn(3, 17, 4, generator=generator, dtype=F64), dim=-1)
     log_p.requires_grad_(True)
-    weights = torch.randn(2, 3, 17, 17, generator=generator, dtype=F64)
-    identity = kl_pair_sums(log_p, weights)
-    direct = chunked_pair_sums(log_p, weights, 'kl', chunk=5)
+    affinity = torch.randn(3, 17, 17, generator=generator, dtype=F64)   # signed, asymmetric
+    identity = torch.stack(kl_pair_sums(log_p, affinity))
+    direct = torch.stack(chunked_pair_sums(log_p, affinity, 'kl', chunk=5))
+    loop = torch.zeros(2, dtype=F64)
+    for p in range(3):
+        for i in range(17):
+            for j in range(17):
+                kl = kl_divergence(log_p[p, i], log_p[p, j]).item()
+                loop[0 if affinity[p, i, j] > 0 else 1] += affinity[p, i, j].item() * kl
+    assert torch.allclose(identity, loop, atol=1e-11)
     assert torch.allclose(identity, direct, atol=1e-11)
-    grad_identity = torch.autograd.grad(identity.sum(), log_p)[0]
-    grad_direct = torch.autograd.grad(direct.sum(), log_p)[0]
+    grad_identity = torch.autograd.grad(identity @ torch.tensor([1.0, 0.3], dtype=F64), log_p)[0]
+    grad_direct = torch.autograd.grad(direct @ torch.tensor([1.0, 0.3], dtype=F64), log_p)[0]
     assert torch.allclose(grad_identity, grad_direct, atol=1e-11)
 
 

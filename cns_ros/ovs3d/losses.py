@@ -15,8 +15,9 @@ scales, C scene classes, D = 512 feature channels, and P patches of T pooled tok
   is in fact KL(P_i || P_j) (reference section 6 finding); ``divergence`` chooses KL (what was
   run for the released numbers) or the true JS. The released code materialises the
   [P, T, T, C] tensor several times (8 x 1024 x 1024 x C); here KL uses an exact identity
-  that needs only [P, T, T] and batched matrix products, and JS walks row chunks of i under
-  activation checkpointing, so both the forward and the backward peak stay near
+  that needs only [P, T, T] and batched matrix products (:func:`kl_pair_sums`), and JS walks
+  row chunks of i under activation checkpointing, with only the mixture entropy pairwise
+  (:func:`chunked_pair_sums`), so its forward and backward peaks stay near a few
   P * chunk * T * C. :func:`fda_naive` is the materialising version, for tests and benchmarks;
 * **TV** (:func:`tv_loss`): TensoRF's squared-difference total variation of VM planes.
 
@@ -27,7 +28,7 @@ mixture through logsumexp), so nothing is exponentiated and re-logged.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -127,77 +128,97 @@ def fda_log_probs(feature: torch.Tensor, text: torch.Tensor,
 def dino_affinity(dino: torch.Tensor, shift: float) -> torch.Tensor:
     """A_ij = cos(dino_i, dino_j) - shift within each patch: float [P, T, T] from [P, T, Dd]."""
     unit = F.normalize(dino, dim=-1)
-    return unit @ unit.transpose(1, 2) - shift
+    return torch.bmm(unit, unit.transpose(1, 2)).sub_(shift)   # in place: bmm keeps no output
 
 
-def _split_weights(affinity: torch.Tensor
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A+ = max(A, 0), A- = min(A, 0) and their non-zero counts (at least 1, see fda_loss)."""
-    positive, negative = affinity.clamp(min=0.0), affinity.clamp(max=0.0)
-    nnz_pos = torch.count_nonzero(positive).clamp(min=1)
-    nnz_neg = torch.count_nonzero(negative).clamp(min=1)
-    return positive, negative, nnz_pos, nnz_neg
+def _pair_counts(affinity: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """nnz(A+) and nnz(A-), each at least 1 (see :func:`fda_loss`)."""
+    return (torch.count_nonzero(affinity > 0).clamp(min=1),
+            torch.count_nonzero(affinity < 0).clamp(min=1))
 
 
-def kl_pair_sums(log_p: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """sum over patches and ordered pairs of W_ij KL(P_i || P_j), through an exact identity.
+def kl_pair_sums(log_p: torch.Tensor, affinity: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """sum over patches and ordered pairs of A+_ij KL(P_i || P_j), and of A-_ij KL(P_i || P_j).
 
+    Exact identity, for any weights W:
     sum_j W_ij KL(P_i || P_j) = (sum_j W_ij) (sum_c P_ic log P_ic) - sum_c P_ic (W @ log P)_ic,
-    so only W [.., P, T, T] and one batched matrix product per weight are needed.
+    so only [P, T, T] weights and batched matrix products are needed (A- = A - A+ by
+    linearity: one clamped copy of A).
 
     Args:
         log_p: float [P, T, C] log-probabilities per token.
-        weights: float [K, P, T, T] K pair-weight matrices (e.g. A+ and A-).
+        affinity: float [P, T, T] signed pair weights A.
 
     Returns:
-        float [K]: the K weighted sums.
+        (pos_sum, neg_sum) scalars (not yet divided by the pair counts).
     """
+    positive = affinity.clamp(min=0.0)
     prob = log_p.exp()
-    neg_entropy = (prob * log_p).sum(dim=-1)                     # [P, T]
-    self_term = (weights.sum(dim=-1) * neg_entropy).sum(dim=(1, 2))
-    cross = torch.matmul(weights, log_p)                         # [K, P, T, C]
-    return self_term - (prob * cross).sum(dim=(1, 2, 3))
+    neg_entropy = (prob * log_p).sum(dim=-1)                                  # [P, T]
+    self_all = (affinity.sum(dim=-1) * neg_entropy).sum()
+    self_pos = (positive.sum(dim=-1) * neg_entropy).sum()
+    cross_all = (prob * torch.bmm(affinity, log_p)).sum()
+    cross_pos = (prob * torch.bmm(positive, log_p)).sum()
+    pos_sum = self_pos - cross_pos
+    return pos_sum, (self_all - cross_all) - pos_sum
 
 
-def _chunk_pair_sums(log_p: torch.Tensor, weights: torch.Tensor, start: int,
-                     divergence: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-                     ) -> torch.Tensor:
-    """sum of weights[:, :, i, j] Div(P_i, P_j) for rows i in [start, start + rows)."""
-    rows = weights.shape[2]
-    div = divergence(log_p[:, start:start + rows, None, :], log_p[:, None, :, :])  # [P,k,T]
-    return (weights * div).sum(dim=(1, 2, 3))
+def _chunk_divergence(log_p: torch.Tensor, start: int, rows: int,
+                      divergence: Divergence) -> torch.Tensor:
+    """Div(P_i, P_j) for i in [start, start + rows) and every j: float [P, rows, T].
+
+    JS uses JS_ij = (h_i + h_j) / 2 - sum_c m_c log m_c with h = sum_c P_c log P_c and
+    m = (P_i + P_j) / 2, so only the mixture term is pairwise.
+    """
+    log_i, log_j = log_p[:, start:start + rows, None, :], log_p[:, None, :, :]
+    if divergence == 'kl':
+        return kl_divergence(log_i, log_j)
+    neg_entropy = (log_p.exp() * log_p).sum(dim=-1)                           # [P, T]
+    mixture = torch.logaddexp(log_i, log_j) - _LN2                            # [P, k, T, C]
+    mixture_term = (mixture.exp() * mixture).sum(dim=-1)
+    halves = 0.5 * (neg_entropy[:, start:start + rows, None] + neg_entropy[:, None, :])
+    return halves - mixture_term
 
 
-def chunked_pair_sums(log_p: torch.Tensor, weights: torch.Tensor, divergence: Divergence,
-                      chunk: int = 128) -> torch.Tensor:
-    """sum over patches and ordered pairs of W_ij Div(P_i, P_j), direct, in row chunks of i.
+def _chunk_pair_sums(log_p: torch.Tensor, rows: torch.Tensor, start: int,
+                     divergence: Divergence) -> torch.Tensor:
+    """[sum A+_ij Div_ij, sum A-_ij Div_ij] over the chunk's rows ``rows`` = A[:, i0:i1]."""
+    div = _chunk_divergence(log_p, start, rows.shape[1], divergence)
+    return torch.stack([(rows.clamp(min=0.0) * div).sum(), (rows.clamp(max=0.0) * div).sum()])
 
-    Each chunk forms Div for [P, chunk, T] pairs (intermediates of [P, chunk, T, C]); under
-    autograd every chunk is checkpointed (recomputed in the backward pass), so neither pass
-    holds more than about one chunk's intermediates.
+
+def chunked_pair_sums(log_p: torch.Tensor, affinity: torch.Tensor, divergence: Divergence,
+                      chunk: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    """sum over patches and ordered pairs of A+_ij Div_ij and of A-_ij Div_ij, in row chunks.
+
+    Each chunk of ``chunk`` rows i forms Div for [P, chunk, T] pairs (intermediates of
+    [P, chunk, T, C]); under autograd each chunk is checkpointed (recomputed in the backward
+    pass), so neither pass holds more than about one chunk's intermediates. 'kl' evaluates
+    KL(P_i || P_j) directly (the check on :func:`kl_pair_sums`), 'js' the Jensen-Shannon
+    divergence.
 
     Args:
         log_p: float [P, T, C] log-probabilities per token.
-        weights: float [K, P, T, T] pair weights.
-        divergence: 'kl' for KL(P_i || P_j), 'js' for the Jensen-Shannon divergence.
+        affinity: float [P, T, T] signed pair weights A.
+        divergence: 'kl' or 'js'.
         chunk: rows i per chunk (>= 1).
 
     Returns:
-        float [K]: the K weighted sums.
+        (pos_sum, neg_sum) scalars (not yet divided by the pair counts).
     """
     if chunk < 1:
         raise ValueError(f'chunked_pair_sums: chunk must be >= 1, found {chunk}')
-    function = kl_divergence if divergence == 'kl' else js_divergence
-    grad = torch.is_grad_enabled() and (log_p.requires_grad or weights.requires_grad)
-    total = log_p.new_zeros(weights.shape[0])
+    grad = torch.is_grad_enabled() and (log_p.requires_grad or affinity.requires_grad)
+    total = log_p.new_zeros(2)
     for start in range(0, log_p.shape[1], chunk):
-        rows = weights[:, :, start:start + chunk]
+        rows = affinity[:, start:start + chunk]
         if grad:
-            total = total + checkpoint(_chunk_pair_sums, log_p, rows, start, function,
+            total = total + checkpoint(_chunk_pair_sums, log_p, rows, start, divergence,
                                        use_reentrant=False)
         else:
-            total = total + _chunk_pair_sums(log_p, rows, start, function)
-    return total
+            total = total + _chunk_pair_sums(log_p, rows, start, divergence)
+    return total[0], total[1]
 
 
 def fda_loss(feature: torch.Tensor, text: torch.Tensor, dino: torch.Tensor, *,
@@ -211,8 +232,8 @@ def fda_loss(feature: torch.Tensor, text: torch.Tensor, dino: torch.Tensor, *,
     Div = KL(P_i || P_j) ('kl', what the released code computes) or JS ('js'). A count of 0
     (no pair on that side) divides by 1, giving 0 where the released code gives nan.
 
-    KL uses the identity of :func:`kl_pair_sums` (extra memory ~ [P, T, T] + [2, P, T, C]);
-    JS uses :func:`chunked_pair_sums` (~ P * chunk * T * C per intermediate, checkpointed).
+    'kl' uses the identity of :func:`kl_pair_sums` (extra memory ~ 2 [P, T, T] + a few
+    [P, T, C]); 'js' uses :func:`chunked_pair_sums` (a few [P, chunk, T, C], checkpointed).
 
     Args:
         feature: float [P, T, D] rendered features of each patch's T pooled rays (any norm).
@@ -232,27 +253,29 @@ def fda_loss(feature: torch.Tensor, text: torch.Tensor, dino: torch.Tensor, *,
     if divergence not in ('kl', 'js'):
         raise ValueError(f"fda_loss: divergence must be 'kl' or 'js', found {divergence!r}")
     log_p = fda_log_probs(feature, text, temperature)
-    positive, negative, nnz_pos, nnz_neg = _split_weights(dino_affinity(dino, shift))
-    weights = torch.stack([positive, negative])
+    affinity = dino_affinity(dino, shift)
+    nnz_pos, nnz_neg = _pair_counts(affinity)
     if divergence == 'kl':
-        sums = kl_pair_sums(log_p, weights)
+        pos_sum, neg_sum = kl_pair_sums(log_p, affinity)
     else:
-        sums = chunked_pair_sums(log_p, weights, 'js', chunk)
-    return sums[0] / nnz_pos, sums[1] / nnz_neg
+        pos_sum, neg_sum = chunked_pair_sums(log_p, affinity, 'js', chunk)
+    return pos_sum / nnz_pos, neg_sum / nnz_neg
 
 
 def fda_naive(feature: torch.Tensor, text: torch.Tensor, dino: torch.Tensor, *,
               temperature: float = 0.2, shift: float = 0.7, divergence: Divergence = 'kl'
               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`fda_loss` materialising the [P, T, T, C] pairwise tensor, as the released code.
+    """:func:`fda_loss` materialising the [P, T, T, C] pairwise tensors, as the released code.
 
     For tests and benchmarks only: at 8 x 1024 x 1024 x C it needs gigabytes.
     """
     log_p = fda_log_probs(feature, text, temperature)
-    positive, negative, nnz_pos, nnz_neg = _split_weights(dino_affinity(dino, shift))
+    affinity = dino_affinity(dino, shift)
+    nnz_pos, nnz_neg = _pair_counts(affinity)
     function = kl_divergence if divergence == 'kl' else js_divergence
-    div = function(log_p[:, :, None, :], log_p[:, None, :, :])           # [P, T, T]
-    return (positive * div).sum() / nnz_pos, (negative * div).sum() / nnz_neg
+    div = function(log_p[:, :, None, :], log_p[:, None, :, :])               # [P, T, T]
+    return ((affinity.clamp(min=0.0) * div).sum() / nnz_pos,
+            (affinity.clamp(max=0.0) * div).sum() / nnz_neg)
 
 
 def _plane_tv(plane: torch.Tensor) -> torch.Tensor:
