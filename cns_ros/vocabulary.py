@@ -372,7 +372,8 @@ def prompt_templates(name: str = DEFAULT_TEMPLATES) -> tuple[str, ...]:
 
     Args:
         name: 'maskclip85' (80 OpenAI CLIP ImageNet templates + 5 scene templates, as used
-            by MaskCLIP and CLIP2Scene) or 'single' (('a photo of a {}.',)).
+            by MaskCLIP and CLIP2Scene), 'single' (('a photo of a {}.',)) or 'raw' (('{}',):
+            the class text itself, as 3D-OVS).
     """
     return _templates(name)
 

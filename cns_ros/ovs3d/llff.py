@@ -202,6 +202,13 @@ def world_to_processed(points: np.ndarray, average: np.ndarray, scale: float) ->
     return scale * ((points - average[:, 3]) @ average[:, :3])
 
 
+def processed_to_world(points: np.ndarray, average: np.ndarray, scale: float) -> np.ndarray:
+    """Processed-frame points [..., 3] -> capture world: ``R_avg p / scale + c_avg`` (the
+    inverse of :func:`world_to_processed`)."""
+    points = np.asarray(points, dtype=np.float64)
+    return (points / scale) @ average[:, :3].T + average[:, 3]
+
+
 def write_poses_bounds(path: str | os.PathLike[str], c2w_nerf: np.ndarray,
                        hwf: tuple[int, int, float], bounds: np.ndarray) -> None:
     """Write an LLFF ``poses_bounds.npy`` (float64 ``(N, 17)``), atomically.

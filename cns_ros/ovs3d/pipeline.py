@@ -3,7 +3,7 @@ runs, usable from Python.
 
 :func:`scene_projection` -> :func:`train_stage_a` -> :func:`train_stage_b` (both resumable
 from their run folders) -> :func:`load_stage_model`. Text embeddings of class lists come from
-:func:`text_embeddings` (raw class text by default, templates averaged when given).
+:func:`text_embeddings` (raw class text by default, a named template set averaged otherwise).
 """
 
 from __future__ import annotations
@@ -32,14 +32,21 @@ def scene_projection(scene: Any) -> Projection:
     return Projection('ndc', int(height), int(width), float(focal))
 
 
-def text_embeddings(encoder: Any, names: Sequence[str], templates: Sequence[str] = ()
-                    ) -> Tensor:
-    """Unit text embeddings [C, D] of class names (templates: per-class mean, renormalised)."""
-    if not templates:
-        return torch.nn.functional.normalize(encoder.encode_text(list(names)).float(), dim=-1)
+def text_embeddings(encoder: Any, names: Sequence[str], templates: str = 'raw') -> Tensor:
+    """Unit text embeddings [C, D] of class names.
+
+    Args:
+        encoder: A text encoder (``encode_text(texts) -> [N, D]``).
+        names: The class texts.
+        templates: A set of :func:`cns_ros.vocabulary.prompt_templates` ('raw': the text
+            itself); with several templates a class's embedding is their normalised mean.
+    """
+    from cns_ros.vocabulary import prompt_templates
+
+    forms = prompt_templates(templates)
     rows = []
     for name in names:
-        emb = encoder.encode_text([t.replace('{}', name) for t in templates]).float()
+        emb = encoder.encode_text([t.replace('{}', name) for t in forms]).float()
         rows.append(torch.nn.functional.normalize(emb.mean(0), dim=-1))
     return torch.stack(rows)
 
@@ -66,7 +73,7 @@ def load_stage_model(out: Path, stage: str, device: torch.device | str = 'cpu'
 
 def clip_views(count: int, fraction: float, seed: int) -> list[int]:
     """The seeded subset of views that supervise with CLIP (at least one)."""
-    chosen = max(1, int(round(count * fraction)))
+    chosen = max(1, round(count * fraction))
     rng = np.random.default_rng(seed)
     return sorted(rng.choice(count, size=chosen, replace=False).tolist())
 

@@ -129,8 +129,8 @@ class Ovs3dConfig:
         clip_downsample, dino_downsample: Teacher resolutions (x8 CLIP pyramid and rays, x5
             DINO tokens and FDA patches).
         eval_downsample: Resolution of rendered evaluation views.
-        text_templates: Prompt templates ('{}' = the class text); empty = raw class text, as
-            the reference.
+        text_templates: Prompt-template set of :func:`cns_ros.vocabulary.prompt_templates`
+            ('raw' = the class text itself, as the reference; 'single', 'maskclip85').
         checkpoint_every, log_every, progress: Bookkeeping.
     """
 
@@ -141,7 +141,7 @@ class Ovs3dConfig:
     clip_downsample: float = 8.0
     dino_downsample: float = 5.0
     eval_downsample: float = 8.0
-    text_templates: tuple[str, ...] = ()
+    text_templates: str = 'raw'
     checkpoint_every: int = 1000
     log_every: int = 10
     progress: bool = True

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -492,6 +493,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return _scalar(value, tp, key)
 
 
+_FLOAT_TEXT = re.compile(r'[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+')
+
+
 def _scalar(value: Any, tp: Any, key: str) -> Any:
     if tp is Any:
         return value
@@ -501,6 +505,8 @@ def _scalar(value: Any, tp: Any, key: str) -> Any:
         _check(isinstance(value, int) and not isinstance(value, bool), key,
                f'expected an integer, found {value!r}')
     elif tp is float:
+        if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+            return float(value)  # YAML 1.1 reads '1e-2' (no dot) as a string
         _check(isinstance(value, (int, float)) and not isinstance(value, bool), key,
                f'expected a number, found {value!r}')
         return float(value)
