@@ -79,7 +79,7 @@ class SyntheticSceneConfig:
     annotated_views: tuple[int, ...] | None = None
     fov_x_deg: float = 60.0
     stripe_period_px: float = 40.0
-    ambient: float = 0.5
+    ambient: float = 0.85
     jitter: float = 0.02
 
     def __post_init__(self) -> None:
