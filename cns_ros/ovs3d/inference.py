@@ -39,20 +39,21 @@ def render_camera(model: Ovs3dModel, c2w: np.ndarray | Tensor, height: int, widt
 
     Returns:
         ``rgb`` [H, W, 3] in [0, 1], ``depth`` [H, W] (expected ray parameter, the opacity
-        divided out), ``opacity`` [H, W], ``points`` [H, W, 3] (the expected surface point in
-        the scene's normalised frame), and with ``features``: ``appearance`` [H, W, A] (the
-        composited code) and ``feature`` [H, W, D].
+        divided out), ``opacity`` [H, W], ``points`` [H, W, 3] (the surface point at the
+        median-weight ray parameter, in the scene's normalised frame), and with ``features``:
+        ``appearance`` [H, W, A] (the composited code) and ``feature`` [H, W, D].
     """
     device = model.field.aabb.device
     pose = torch.as_tensor(np.asarray(c2w, dtype=np.float32)).to('cpu')
     origins, directions = model.projection.image_rays(pose, height, width, focal)
-    outputs = ('rgb', 'depth', 'opacity') + (('appearance',) if features else ())
+    outputs = ('rgb', 'depth', 'median', 'opacity') + (('appearance',) if features else ())
     n = samples_per_ray(model.field.resolution, config)
     out = render_chunked(model.field, origins.to(device), directions.to(device), config, n,
                          outputs=outputs)
     opacity = out['opacity']
     t = out['depth'] / opacity.clamp(min=1e-6)
-    points = model.projection.to_world(origins.to(device) + t[:, None] * directions.to(device))
+    points = model.projection.to_world(origins.to(device)
+                                       + out['median'][:, None] * directions.to(device))
     result = {'rgb': out['rgb'].clamp(0, 1), 'depth': t, 'opacity': opacity, 'points': points}
     if features:
         result['appearance'] = out['appearance']

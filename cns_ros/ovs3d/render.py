@@ -9,6 +9,8 @@ Appearance, colour and the semantic heads are evaluated only where w_i > the wei
 
 * ``rgb`` [R, 3]: sum w_i c_i (+ (1 - sum w) with a white background);
 * ``depth`` [R]: sum w_i t_i (the expected ray parameter times the opacity);
+* ``median`` [R]: the ray parameter where the accumulated weight reaches 0.5 (the last
+  sample's when it never does): the surface, robust to semi-transparent floaters;
 * ``opacity`` [R]: sum w_i;
 * ``appearance`` [R, A]: sum w_i a(x_i), the composited appearance feature. The CLIP feature
   head is affine, so the rendered CLIP feature is the head applied to this sum with its biases
@@ -27,7 +29,7 @@ from torch import Tensor
 
 from cns_ros.ovs3d.field import TensorVM
 
-OUTPUTS = ('rgb', 'depth', 'opacity', 'appearance', 'selection')
+OUTPUTS = ('rgb', 'depth', 'median', 'opacity', 'appearance', 'selection')
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,9 @@ def render_rays(field: TensorVM, origins: Tensor, directions: Tensor, config: Re
     sigma[inside] = field.sigma(points[inside])
     weights = composite_weights(sigma, deltas, config.distance_scale)
     out = {'opacity': weights.sum(dim=1), 'depth': (weights * t).sum(dim=1)}
+    if 'median' in outputs:
+        index = (weights.cumsum(dim=1) < 0.5).sum(dim=1, keepdim=True).clamp(max=n_samples - 1)
+        out['median'] = t.gather(1, index)[:, 0]
     live = weights > config.weight_threshold
     if {'rgb', 'appearance'} & set(outputs):
         appearance = field.appearance_feature(points[live])

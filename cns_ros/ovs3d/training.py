@@ -361,7 +361,7 @@ def _restore(stage: Stage, out_dir: Path) -> tuple[int, int, dict[str, Any] | No
     return state['iteration'], state['rebuilt_at'], state['optimizer'], state['generator']
 
 
-def _adam(groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+def build_adam(groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
     """Adam(0.9, 0.99) whose groups remember their initial rate."""
     for group in groups:
         group['initial_lr'] = group['lr']
@@ -405,11 +405,11 @@ def run_stage(stage: Stage, out_dir: str | Path, config: Ovs3dConfig, *, name: s
                 log_every=config.log_every, progress=config.progress, desc=name) as log:
         if optim_state is not None:  # the optimiser as it was after the saved step
             stage.configure(iteration - 1)
-            optimizer = _adam(stage.param_groups())
+            optimizer = build_adam(stage.param_groups())
             optimizer.load_state_dict(optim_state)
         while iteration < stage.iterations:
             if stage.events(iteration) or optimizer is None:
-                optimizer = _adam(stage.param_groups())
+                optimizer = build_adam(stage.param_groups())
                 rebuilt_at = iteration
             scale = factor ** (iteration - rebuilt_at)
             for group in optimizer.param_groups:
