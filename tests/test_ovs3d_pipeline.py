@@ -111,14 +111,20 @@ def test_exported_map_lies_on_the_scene_and_carries_its_labels(run: Path) -> Non
 
 
 def test_fda_ablation(run: Path, tmp_path: Path) -> None:
-    """Stage B again from the same stage A without FDA: FDA changes the field's labels."""
+    """Stage B again from the same stage A without FDA. FDA (pairwise JS) sharpens the objects
+    whose colour no other object shares: measured at this size, blue cylinder 0.92 vs 0.61
+    IoU, yellow box 0.81 vs 0.65. (It does NOT separate the two red objects here: the red box
+    falls from 0.58 to 0.0, absorbed by the brown table; README, 3D-OVS.)"""
     out = tmp_path / 'no_fda'
     for part in ('scene', 'teachers', 'stage_a'):
         shutil.copytree(run / part, out / part)
     assert main(['--scene', str(out / 'scene'), '--out', str(out), *COMMON, *SHORT,
                  '--set', 'stage_b.fda=false']) == 0
     with_fda, without = _results(run), _results(out)
-    assert with_fda['reference']['miou'] != without['reference']['miou']
+    iou = {name: (with_fda['reference']['class_iou'][i], without['reference']['class_iou'][i])
+           for i, name in enumerate(with_fda['classes'])}
+    for name in ('blue checkered cylinder', 'yellow plain box'):
+        assert iou[name][0] >= iou[name][1] + 0.1, (name, iou[name])
 
 
 def test_real_teachers_need_checkpoints_or_the_flag(tmp_path: Path, capsys) -> None:
