@@ -35,7 +35,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cns_ros.ovs3d.model import Ovs3dModel
 from cns_ros.ovs3d.projection import Projection
 from cns_ros.ovs3d.ray_data import ClipRays, PatchSource, RayTable
-from cns_ros.ovs3d.render import RenderConfig, render_chunked, samples_per_ray
+from cns_ros.ovs3d.render import (
+    RenderConfig,
+    composite_weights,
+    render_chunked,
+    sample_parameters,
+    samples_per_ray,
+)
 from cns_ros.ovs3d.training import Ovs3dConfig, StageA, StageB, build_adam
 
 PROJECTION = Projection('ndc', 1080, 1440, 1150.0)
@@ -118,18 +124,26 @@ def view_and_head(device: torch.device, repeats: int) -> dict[str, float]:
                              outputs=('rgb', 'appearance', 'opacity'))
         model.rendered_features(out)
     o, d = origins[:1024], directions[:1024]
+    t = sample_parameters(len(o), n, config.near_far, False, device)
+    points = o[:, None] + t[..., None] * d[:, None]
+    deltas = torch.cat([t[:, 1:] - t[:, :-1], torch.zeros_like(t[:, :1])], 1) * d.norm(
+        dim=-1, keepdim=True)
+    weights = composite_weights(model.field.sigma(points.reshape(-1, 3)).view(t.shape), deltas,
+                                config.distance_scale)
+    live = weights > config.weight_threshold
 
-    def composited() -> None:
-        out = render_chunked(model.field, o, d, config, n, outputs=('appearance', 'opacity'))
-        model.rendered_features(out)
+    def composited() -> None:  # ours: 27 channels composited, the head once per ray
+        full = torch.zeros(*live.shape, 27, device=device)
+        full[live] = model.field.appearance_feature(points[live])
+        model.head.composited((weights[..., None] * full).sum(1), weights.sum(1))
 
-    def per_sample() -> None:  # the reference's order: 512-d head at every live sample
-        t = torch.linspace(*config.near_far, n, device=device)
-        points = (o[:, None] + t[:, None] * d[:, None]).reshape(-1, 3)
-        features = model.head(model.field.appearance_feature(points)).view(len(o), n, -1)
-        (features * torch.rand(len(o), n, 1, device=device)).sum(1)
+    def per_sample() -> None:  # the reference's order: the 512-d head at every live sample
+        full = torch.zeros(*live.shape, 512, device=device)
+        full[live] = model.head(model.field.appearance_feature(points[live]))
+        (weights[..., None] * full).sum(1)
     return {'samples_per_ray': n,
             'view_180x135_ms': 1e3 * _time(view, max(1, repeats // 2), device),
+            'live_samples_per_ray': float(live.sum()) / len(o),
             'head_composited_ms_per_1024_rays': 1e3 * _time(composited, repeats, device),
             'head_per_sample_ms_per_1024_rays': 1e3 * _time(per_sample, repeats, device)}
 
