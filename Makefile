@@ -46,6 +46,7 @@ bench: venv
 	$(VPY) benchmarks/bench_geometry.py
 	$(VPY) benchmarks/bench_replay.py
 	$(VPY) benchmarks/bench_teachers.py
+	$(VPY) benchmarks/bench_ovs3d.py
 
 demo: venv
 	$(VPY) -m offline_training.demo --out demo_out $(DEMO_ARGS)
