@@ -111,6 +111,11 @@ def test_set_overrides_are_typed():
         assert not load_config(None, pair).data.images
     with pytest.raises(ConfigError, match=r'the 2D network needs data\.images'):
         load_config(None, ['data.images=false'])
+    # YAML 1.1 reads 1e-3 (no dot) as a string; a float field still takes it, a string not
+    assert load_config(None, ['optim.lr=1e-3']).optim.lr == 0.001
+    assert load_config(None, ['optim.lr=2.5E+1']).optim.lr == 25.0
+    with pytest.raises(ConfigError, match='expected a number'):
+        load_config(None, ['optim.lr=fast'])
 
 
 # --- data and checkpoints -------------------------------------------------------------------
