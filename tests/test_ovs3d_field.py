@@ -163,3 +163,33 @@ def test_rendered_selection_and_appearance_match_explicit_sums() -> None:
     torch.testing.assert_close(out['selection'][0], (w[:, None] * s).sum(0), atol=1e-5,
                                rtol=1e-4)
     assert float(out['opacity'][0].detach()) > 0.5
+
+
+def test_selection_volume_learns_the_scale_that_matches_the_feature() -> None:
+    """Rendered features equal CLIP scale 1 of every ray; distillation through the selection
+    volume must make scale 1 the selected one everywhere. The composited selection lies in
+    [0, sum w] = [0, 1], so a perfect choice gives softmax weight e / (e + 2) = 0.576."""
+    from cns_ros.ovs3d.losses import distillation_loss, selected_target
+    from cns_ros.ovs3d.semantic import selection_weights
+
+    torch.manual_seed(6)
+    rays, samples = 64, 8
+    clip = F.normalize(torch.randn(rays, 3, 16), dim=-1)
+    feature = clip[:, 1]
+    points = torch.rand(rays, samples, 3) * 2 - 1
+    weights = torch.softmax(torch.randn(rays, samples), dim=-1)  # each ray sums to 1
+    volume = SelectionVolume([6, 6, 6], components=(2, 2, 2))
+    optimizer = torch.optim.Adam(volume.parameters(), lr=0.05)
+
+    def select() -> torch.Tensor:
+        values = volume(points.view(-1, 3)).view(rays, samples, 3)
+        return selection_weights((weights[..., None] * values).sum(1))
+    before = select().detach()
+    for _ in range(150):
+        loss = distillation_loss(feature, selected_target(clip, select()))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    after = select().detach()
+    assert bool((after.argmax(dim=1) == 1).all())
+    assert float(after[:, 1].min()) > 0.55 > float(before[:, 1].max())
