@@ -9,8 +9,11 @@ both ignored) into OUT/eval/results.json, with overlay PNGs. Each stage writes T
 losses.jsonl and checkpoints; the resolved config is stored beside every checkpoint.
 
 The scene is a folder in the 3D-OVS dataset layout (images/, poses_bounds.npy,
-segmentations/classes.txt, segmentations/<view>/<class>.png), or --synthetic writes a synthetic
-forward-facing table-top scene in that layout to OUT/scene.
+segmentations/classes.txt, segmentations/<view>/<class>.png; a forward-facing capture, NDC
+rays), a posed capture from make_ovs3d_capture (--capture: a nuScenes scene's camera or a
+rosbag2's camera with tf/odom poses; a bounded box in metres; --classes names its objects when
+it has no classes.txt), or --synthetic writes a synthetic forward-facing table-top scene in the
+3D-OVS layout to OUT/scene.
 
 Teachers: --teachers real uses open_clip (--clip-checkpoint, a local ViT-B/16 file) and timm DINO
 ViT-B/8 (--dino-checkpoint, e.g. the official dino_vitbase8_pretrain.pth); --random-weights
@@ -55,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     add = parser.add_argument
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument('--scene', type=Path, help='scene folder in the 3D-OVS layout')
+    source.add_argument('--capture', type=Path,
+                        help='posed capture folder (make_ovs3d_capture): bounded box, metres')
     source.add_argument('--synthetic', action='store_true',
                         help='write a synthetic scene to OUT/scene (seed: --seed) and use it')
     add('--out', type=Path, required=True, help='run folder (created; reruns resume)')
@@ -69,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     add('--dino-checkpoint', type=Path, help='local DINO ViT-B/8 weights')
     add('--random-weights', action='store_true',
         help='real teachers with RANDOM weights (smoke runs only; outputs are marked)')
+    add('--classes', help='comma-separated class texts for a scene without classes.txt (a '
+        'posed capture); sorted as the reference does')
     add('--seed', type=int, default=0, help='synthetic scene seed (default 0)')
     add('--stop-after', choices=('teachers', 'stage_a', 'stage_b'),
         help='stop after this step (default: run everything, then evaluate)')
@@ -143,7 +150,40 @@ def load_scene(args: argparse.Namespace) -> Any:
         if not (root / 'poses_bounds.npy').is_file():
             make_synthetic_scene(root, SyntheticSceneConfig(seed=args.seed))
         return read_scene(root)
+    if args.capture:
+        from cns_ros.ovs3d.capture import read_capture
+
+        return read_capture(args.capture)
     return read_scene(args.scene)
+
+
+def with_classes(scene: Any, classes: str | None, stop_after: str | None) -> Any:
+    """The scene with --classes as its class list (only for a scene without one); an error
+    when stage B would run without classes."""
+    import dataclasses
+
+    if classes is not None:
+        names = tuple(sorted({n.strip() for n in classes.split(',') if n.strip()}))
+        if not names:
+            raise ValueError(f'--classes {classes!r}: no class text')
+        if scene.class_names and names != tuple(scene.class_names):
+            raise ValueError(f'--classes: {scene.root} has its own classes '
+                             f'{list(scene.class_names)}; --classes is for scenes without them')
+        scene = dataclasses.replace(scene, class_names=names)
+    if not scene.class_names and stop_after not in ('teachers', 'stage_a'):
+        raise ValueError(f'{scene.root} has no class names: give --classes "a, b, ..." (or '
+                         '--stop-after stage_a)')
+    return scene
+
+
+def capture_render_range(config: Any, scene: Any) -> Any:
+    """A posed capture samples rays over its own near_far (metres), not NDC's (-0.5, 1.5)."""
+    import dataclasses
+
+    if getattr(scene, 'projection', None) is None:
+        return config
+    render = dataclasses.replace(config.render, near_far=scene.projection.near_far)
+    return dataclasses.replace(config, render=render)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -157,7 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             import torch
 
             torch.set_num_threads(args.threads)
-        scene = load_scene(args)
+        scene = with_classes(load_scene(args), args.classes, args.stop_after)
+        config = capture_render_range(config, scene)
         image_encoder, text_encoder, token_encoder = build_teachers(args, config)
     except (ValueError, FileNotFoundError) as exc:
         parser.exit(2, f'train_ovs3d: error: {exc}\n')
@@ -188,7 +229,10 @@ def run(args: argparse.Namespace, config: Any, device: Any, scene: Any,
     if args.stop_after == 'stage_b':
         return 0
     model, _ = pipeline.load_stage_model(args.out, pipeline.STAGE_B_DIR, device)
-    write_evaluation(args.out / 'eval', model, scene, text, config, random_weights)
+    if scene.annotated_views:
+        write_evaluation(args.out / 'eval', model, scene, text, config, random_weights)
+    else:
+        print(f'train_ovs3d: {scene.root} has no annotated views: no evaluation')
     if args.query:
         write_query(args.out / 'query', model, scene, text_encoder, args.query, config)
     if args.export:
@@ -237,6 +281,7 @@ def write_query(folder: Path, model: Any, scene: Any, text_encoder: Any, query: 
                 config: Any) -> None:
     """Label the annotated views for a comma-separated text list; PNGs + query.json."""
     from cns_ros.fileio import atomic_write_text
+    from cns_ros.ovs3d.capture import camera_model
     from cns_ros.ovs3d.inference import render_camera, segment
     from cns_ros.ovs3d.pipeline import text_embeddings
 
@@ -247,8 +292,9 @@ def write_query(folder: Path, model: Any, scene: Any, text_encoder: Any, query: 
     height, width = scene.size(config.eval_downsample)
     predictions, views = [], list(scene.annotated_views or [0])
     for view in views:
-        out = render_camera(model, scene.poses[view], height, width,
-                            scene.focal(config.eval_downsample), config.render)
+        focal, center = camera_model(scene, config.eval_downsample)
+        out = render_camera(model, scene.poses[view], height, width, focal, config.render,
+                            center=center)
         predictions.append(segment(out['feature'], text)[0].cpu().numpy())
     _overlays(folder, model, scene, views, names, np.stack(predictions), config.eval_downsample,
               'query')

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,8 +32,10 @@ from cns_ros.ovs3d.capture import (
     capture_from_nuscenes,
     read_capture,
 )
+from cns_ros.ovs3d.labeled_map import load_labeled_map
 from offline_training import make_ovs3d_capture, nuscenes_to_bag
 
+ROOT = Path(__file__).resolve().parents[1]
 VERSION = SMALL_CONFIG.version
 SCENE = SMALL_CONFIG.scene_names[0]
 
@@ -283,3 +286,33 @@ def test_cli_writes_a_capture_and_exits_2_on_bad_input(dataroot, nuscenes_captur
             make_ovs3d_capture.main([*argv, '--version', VERSION, '--out', str(out)])
         assert info.value.code == 2
         assert message in capsys.readouterr().err
+
+
+def test_train_ovs3d_runs_both_stages_on_a_capture_and_exports_in_its_frame(
+        nuscenes_capture, tmp_path, capsys):
+    """A posed capture through train_ovs3d (stand-in teachers, a few iterations): the bounded
+    field trains, there is nothing to evaluate, and the exported map is in the capture's
+    metric world frame, inside its box."""
+    from offline_training import train_ovs3d
+
+    preset = str(ROOT / 'config' / 'ovs3d' / 'synthetic_cpu.yaml')
+    out = tmp_path / 'run'
+    common = ['--capture', str(nuscenes_capture.capture.root), '--out', str(out),
+              '--teachers', 'standin', '--config', preset, '--no-progress', '--threads', '1',
+              '--set', 'stage_a.iterations=6', '--set', 'stage_a.upsample_at=[2]',
+              '--set', 'stage_a.alpha_mask_at=[]', '--set', 'stage_a.batch_rays=256',
+              '--set', 'stage_b.iterations=4', '--set', 'stage_b.joint_start=2',
+              '--set', 'stage_b.batch_rays=256', '--set', 'stage_b.patch_size=16']
+    with pytest.raises(SystemExit) as info:  # stage B needs class names
+        train_ovs3d.main(common)
+    assert info.value.code == 2 and 'no class names' in capsys.readouterr().err
+    assert train_ovs3d.main([*common, '--classes', 'grey road, green tree',
+                             '--export', str(tmp_path / 'map')]) == 0
+    assert 'no annotated views' in capsys.readouterr().out
+    labeled, vocabulary, _ = load_labeled_map(tmp_path / 'map')
+    capture = nuscenes_capture.capture
+    assert labeled.frame_id == capture.frame_id == 'map'
+    assert list(vocabulary.names) == ['green tree', 'grey road']
+    low, high = np.asarray(capture.projection.aabb)
+    assert labeled.num_points > 0
+    assert bool(((labeled.xyz >= low - 1e-3) & (labeled.xyz <= high + 1e-3)).all())

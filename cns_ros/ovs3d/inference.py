@@ -20,20 +20,23 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from cns_ros.ovs3d.capture import camera_model
 from cns_ros.ovs3d.model import Ovs3dModel
 from cns_ros.ovs3d.render import RenderConfig, render_chunked, samples_per_ray
 
 
 @torch.no_grad()
 def render_camera(model: Ovs3dModel, c2w: np.ndarray | Tensor, height: int, width: int,
-                  focal: float, config: RenderConfig, *, features: bool = True
+                  focal: float | tuple[float, float], config: RenderConfig, *,
+                  features: bool = True, center: tuple[float, float] | None = None
                   ) -> dict[str, Tensor]:
     """Render one pinhole camera.
 
     Args:
         model: The trained model (its heads are needed for ``features``).
         c2w: float [3, 4] camera-to-world, NeRF convention, the scene's normalised frame.
-        height, width, focal: The image (px).
+        height, width, focal: The image (px); focal one value or (fx, fy).
+        center: Principal point (px, pixel centres at +0.5); default the image centre.
         config: Rendering settings (samples from the field's current grid, capped).
         features: Also render the CLIP feature.
 
@@ -45,7 +48,7 @@ def render_camera(model: Ovs3dModel, c2w: np.ndarray | Tensor, height: int, widt
     """
     device = model.field.aabb.device
     pose = torch.as_tensor(np.asarray(c2w, dtype=np.float32)).to('cpu')
-    origins, directions = model.projection.image_rays(pose, height, width, focal)
+    origins, directions = model.projection.image_rays(pose, height, width, focal, center)
     outputs = ('rgb', 'depth', 'median', 'opacity') + (('appearance',) if features else ())
     n = samples_per_ray(model.field.resolution, config)
     out = render_chunked(model.field, origins.to(device), directions.to(device), config, n,
@@ -112,8 +115,9 @@ def evaluate_scene(model: Ovs3dModel, scene: Any, text: Tensor, downsample: floa
     height, width = scene.size(downsample)
     gts, preds = [], []
     for view in views:
-        out = render_camera(model, scene.poses[view], height, width, scene.focal(downsample),
-                            config)
+        focal, center = camera_model(scene, downsample)
+        out = render_camera(model, scene.poses[view], height, width, focal, config,
+                            center=center)
         labels, _ = segment(out['feature'], text)
         preds.append(labels.cpu().numpy())
         gts.append(scene.masks(view, downsample).reshape(height * width, -1))
@@ -143,16 +147,18 @@ class SurfacePoints:
 
 
 def surface_points(model: Ovs3dModel, cameras: Sequence[np.ndarray], height: int, width: int,
-                   focal: float, config: RenderConfig, voxel: float,
-                   min_opacity: float = 0.5) -> SurfacePoints:
+                   focal: float | tuple[float, float], config: RenderConfig, voxel: float,
+                   min_opacity: float = 0.5, center: tuple[float, float] | None = None
+                   ) -> SurfacePoints:
     """The field's surface seen from ``cameras``, deduplicated in ``voxel``-sized cells.
 
     Pixels whose opacity is below ``min_opacity`` (sky, holes) give no point. Points from all
-    cameras falling in one voxel are averaged (position, colour, code, opacity).
+    cameras falling in one voxel are averaged (position, colour, code, opacity). ``focal`` and
+    ``center`` are the cameras' shared intrinsics (see :func:`render_camera`).
     """
     parts = []
     for c2w in cameras:
-        out = render_camera(model, c2w, height, width, focal, config)
+        out = render_camera(model, c2w, height, width, focal, config, center=center)
         keep = (out['opacity'] >= min_opacity).reshape(-1)
         parts.append(torch.cat([out['points'].reshape(-1, 3), out['rgb'].reshape(-1, 3),
                                 out['appearance'].reshape(height * width, -1),

@@ -27,7 +27,11 @@ STAGE_B_DIR = 'stage_b'
 
 
 def scene_projection(scene: Any) -> Projection:
-    """The NDC projection of a forward-facing (LLFF) scene, from its stored hwf."""
+    """The scene's own projection when it has one (a posed capture: bounded, world metres),
+    else the NDC projection of a forward-facing (LLFF) scene, from its stored hwf."""
+    projection = getattr(scene, 'projection', None)
+    if projection is not None:
+        return projection
     height, width, focal = scene.hwf
     return Projection('ndc', int(height), int(width), float(focal))
 

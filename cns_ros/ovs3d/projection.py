@@ -64,10 +64,13 @@ class Projection:
             return ndc_rays(origins, directions, self.height, self.width, self.focal)
         return origins, directions
 
-    def image_rays(self, c2w: Tensor, height: int, width: int, focal: float
-                   ) -> tuple[Tensor, Tensor]:
-        """Rays through every pixel centre of a height x width image, row-major [H*W, 3]."""
-        return self.rays(c2w, pixel_grid(height, width), focal, (width / 2.0, height / 2.0))
+    def image_rays(self, c2w: Tensor, height: int, width: int,
+                   focal: float | tuple[float, float],
+                   center: tuple[float, float] | None = None) -> tuple[Tensor, Tensor]:
+        """Rays through every pixel centre of a height x width image, row-major [H*W, 3];
+        ``center`` (px) defaults to the image centre, ``focal`` is one value or (fx, fy)."""
+        center = (width / 2.0, height / 2.0) if center is None else center
+        return self.rays(c2w, pixel_grid(height, width), focal, center)
 
     def to_world(self, points: Tensor) -> Tensor:
         """Ray-space points [M, 3] -> the scene's normalised world frame."""

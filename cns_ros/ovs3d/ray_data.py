@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from cns_ros.ovs3d.capture import camera_model
 from cns_ros.ovs3d.projection import Projection, pixel_grid
 
 
@@ -50,8 +51,14 @@ def _view_rays(scene: Any, projection: Projection, view: int, downsample: float
                ) -> tuple[Tensor, Tensor, tuple[int, int]]:
     height, width = scene.size(downsample)
     pose = torch.from_numpy(np.asarray(scene.poses[view], dtype=np.float32))
-    origins, directions = projection.image_rays(pose, height, width, scene.focal(downsample))
+    focal, center = camera_model(scene, downsample)
+    origins, directions = projection.image_rays(pose, height, width, focal, center)
     return origins, directions, (height, width)
+
+
+def _colours(scene: Any, view: int, downsample: float) -> Tensor:
+    """float32 [h*w, 3] in [0, 1]: the view's pixels, row-major."""
+    return torch.from_numpy(np.array(scene.image(view, downsample))).reshape(-1, 3).float() / 255
 
 
 def image_ray_table(scene: Any, projection: Projection, views: Sequence[int],
@@ -60,7 +67,7 @@ def image_ray_table(scene: Any, projection: Projection, views: Sequence[int],
     parts = []
     for view in views:
         origins, directions, _ = _view_rays(scene, projection, view, downsample)
-        rgb = torch.from_numpy(scene.image(view, downsample).reshape(-1, 3)).float() / 255.0
+        rgb = _colours(scene, view, downsample)
         parts.append((origins, directions, rgb))
     return RayTable(*(torch.cat(p) for p in zip(*parts, strict=True)))
 
@@ -94,8 +101,8 @@ def clip_ray_table(scene: Any, projection: Projection, cache: Any, views: Sequen
             raise ValueError(f'teacher cache view {view}: CLIP features are '
                              f'{tuple(pyramid.shape[2:])}, the scene at x{cache.clip_downsample}'
                              f' is {(height, width)}')
-        rgb = torch.from_numpy(scene.image(view, cache.clip_downsample).reshape(-1, 3)) / 255.0
-        tables.append(RayTable(origins, directions, rgb.float()))
+        rgb = _colours(scene, view, cache.clip_downsample)
+        tables.append(RayTable(origins, directions, rgb))
         features.append(pyramid.flatten(2).permute(2, 0, 1).half())
         relevancy.append(relevancy_maps(pyramid, text).flatten(2).permute(2, 0, 1))
     rays = RayTable(*(torch.cat([getattr(t, k) for t in tables])
@@ -144,14 +151,13 @@ def patch_source(scene: Any, projection: Projection, cache: Any, views: Sequence
     """Block-centre rays of ``views`` at the cache's DINO resolution and their tokens."""
     rays, tokens = [], []
     downsample = cache.dino_downsample
-    height, width = scene.size(downsample)
-    focal = scene.focal(downsample)
+    focal, center = camera_model(scene, downsample)
     for view in views:
         grid = cache.dino_tokens(view)  # [Hb, Wb, Dd]
         rows, cols = grid.shape[:2]
         pose = torch.from_numpy(np.asarray(scene.poses[view], dtype=np.float32))
         uv = pixel_grid(rows, cols, step=8, offset=4.0)
-        origins, directions = projection.rays(pose, uv, focal, (width / 2.0, height / 2.0))
+        origins, directions = projection.rays(pose, uv, focal, center)
         rays.append(torch.cat([origins, directions], -1).view(rows, cols, 6))
         tokens.append(grid.float())
     return PatchSource(torch.stack(rays), torch.stack(tokens))
