@@ -193,3 +193,21 @@ def test_selection_volume_learns_the_scale_that_matches_the_feature() -> None:
     after = select().detach()
     assert bool((after.argmax(dim=1) == 1).all())
     assert float(after[:, 1].min()) > 0.55 > float(before[:, 1].max())
+
+
+def test_shrink_crops_the_box_to_the_occupied_vertices_and_keeps_the_field() -> None:
+    torch.manual_seed(7)
+    field = TensorVM(TINY, torch.tensor([[-1.0, -1, -1], [1, 1, 1]]), resolution=[9, 9, 5])
+    occupied = torch.zeros(9, 9, 5, dtype=torch.bool)
+    occupied[2:6, 1:8, 1:3] = True  # vertices x 2..5, y 1..7, z 1..2
+    low, size = torch.tensor([-0.5, -0.75, -0.5]), torch.tensor([0.75, 1.5, 0.5])
+    inside = low + torch.rand(200, 3) * size
+    before_sigma, before_app = field.sigma(inside), field.appearance_feature(inside)
+    assert field.shrink(occupied)
+    # vertex i of 9 over [-1, 1] sits at -1 + i / 4; of 5 at -1 + i / 2
+    torch.testing.assert_close(field.aabb, torch.tensor([[-0.5, -0.75, -0.5], [0.25, 0.75, 0.0]]))
+    assert field.resolution == [4, 7, 2]
+    torch.testing.assert_close(field.sigma(inside), before_sigma, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(field.appearance_feature(inside), before_app, atol=1e-5,
+                               rtol=1e-5)
+    assert not field.shrink(torch.ones(4, 7, 2, dtype=torch.bool))  # already tight

@@ -8,7 +8,8 @@ the linear line value; :meth:`VMGrid.sample` returns all of them, [M, sum R_k].
 :class:`TensorVM` is the field: density sigma(x) = ReLU(sum of the density grid's products);
 appearance a(x) = basis([products of the appearance grid]) in R^27; colour = MLP(a(x), view
 direction) through a sigmoid. It grows on a log-linear voxel schedule (:meth:`upsample`) and
-keeps a dilated occupancy mask (:class:`AlphaMask`) that lets rendering skip empty space.
+keeps a dilated occupancy mask (:class:`AlphaMask`) that lets rendering skip empty space; the
+first mask update also shrinks the box to the occupied region (:meth:`TensorVM.shrink`).
 """
 
 from __future__ import annotations
@@ -119,6 +120,14 @@ class VMGrid(nn.Module):
             self.planes[k] = nn.Parameter(plane)
             self.lines[k] = nn.Parameter(line)
 
+    @torch.no_grad()
+    def crop(self, low: list[int], high: list[int]) -> None:
+        """Keep the grid vertices low[i] <= index < high[i] on each axis (x, y, z)."""
+        for k, ((a, b), c) in enumerate(zip(PLANE_AXES, LINE_AXES, strict=True)):
+            plane = self.planes[k].data[:, :, low[b]:high[b], low[a]:high[a]]
+            self.planes[k] = nn.Parameter(plane.contiguous())
+            self.lines[k] = nn.Parameter(self.lines[k].data[:, :, low[c]:high[c]].contiguous())
+
     def dense(self) -> Tensor:
         """The full grid of products, float [sum R_k, X, Y, Z] (tests and small grids only)."""
         parts = []
@@ -213,6 +222,32 @@ class TensorVM(nn.Module):
         """Resample both grids to a new size (the optimiser must be rebuilt afterwards)."""
         self.density.resize(resolution)
         self.appearance.resize(resolution)
+
+    @torch.no_grad()
+    def shrink(self, occupied: Tensor) -> bool:
+        """Crop the box and both grids to the bounding box of ``occupied`` vertices.
+
+        Args:
+            occupied: bool [X, Y, Z] on the current grid's vertices.
+
+        Returns:
+            Whether the box changed (nothing happens when fewer than 2 vertices per axis would
+            remain). Values at the kept vertices are unchanged, so the field is the same inside
+            the new box.
+        """
+        found = occupied.nonzero()
+        if found.shape[0] == 0:
+            return False
+        low, high = found.min(0).values, found.max(0).values + 1
+        res = torch.tensor(self.resolution, device=low.device)
+        if bool(((high - low) < 2).any()) or bool((low == 0).all() and (high == res).all()):
+            return False
+        unit = (self.aabb[1] - self.aabb[0]) / (res - 1).to(self.aabb)
+        box = torch.stack([self.aabb[0] + low * unit, self.aabb[0] + (high - 1) * unit])
+        self.density.crop(low.tolist(), high.tolist())
+        self.appearance.crop(low.tolist(), high.tolist())
+        self.aabb.copy_(box)
+        return True
 
     @torch.no_grad()
     def update_alpha_mask(self, step_size: float, distance_scale: float, threshold: float,

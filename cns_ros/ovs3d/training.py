@@ -2,8 +2,8 @@
 
 * **Stage A** (:class:`StageA`): RGB reconstruction of the TensoRF-VM field: MSE on random pixel
   rays (a white background composited into half of the batches) plus TV on the density and
-  appearance planes, the grid upsampled on a log-linear voxel schedule and the alpha mask
-  rebuilt at set iterations.
+  appearance planes, the grid upsampled on a log-linear voxel schedule (over the current box)
+  and the alpha mask rebuilt at set iterations, the first time shrinking the box to it.
 * **Stage B** (:class:`StageB`): density frozen; a CLIP feature head and a selection volume are
   trained with cosine distillation to the selected mix of CLIP scales, RDA (JS between the
   rendered class distribution and the selected relevancy) and FDA (DINO-affinity-weighted
@@ -55,7 +55,8 @@ class StageAConfig:
         lr_decay: Rate at the last iteration / initial rate (per-step factor decay^(1/iters)).
         tv_density, tv_appearance: TV weights (times 1e-2, decayed like the rates).
         upsample_at: Iterations before which the grids are upsampled.
-        alpha_mask_at: Iterations before which the alpha mask is rebuilt.
+        alpha_mask_at: Iterations before which the alpha mask is rebuilt (the first one also
+            shrinks the box and grids to the occupied region).
         alpha_threshold: Dilated alpha above this is occupied.
         white_background: Probability that a batch composites a white background.
         seed: Seed of the ray draws and jitter.
@@ -202,6 +203,8 @@ class StageA:
             field_.update_alpha_mask(_voxel_step(self.model, self.config.render.step_ratio),
                                      self.config.render.distance_scale,
                                      self.stage.alpha_threshold)
+            if iteration == min(self.stage.alpha_mask_at) and field_.alpha_mask is not None:
+                rebuild = field_.shrink(field_.alpha_mask.occupied) or rebuild
         return rebuild
 
     def param_groups(self) -> list[dict[str, Any]]:
@@ -248,7 +251,8 @@ class StageB:
         self.text = text.to(model.field.aabb.device)
         self.iterations, self.lr_decay, self.seed = (self.stage.iterations, self.stage.lr_decay,
                                                      self.stage.seed)
-        res = grid_resolution(config.field.voxels_init, model.field.aabb.cpu())
+        # the reference's count: the initial voxel budget over the scene's full box
+        res = grid_resolution(config.field.voxels_init, model.projection.aabb_tensor())
         self.samples = samples_per_ray(res, config.render)
         self.joint_now = False
 
