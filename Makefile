@@ -6,6 +6,9 @@
 #   make demo   venv + the end-to-end demo: synthetic world -> simulated-teacher pseudo-labels
 #               -> training -> bundle -> bag -> live replay_node + segment_node -> live mIoU
 #               (everything under demo_out/; DEMO_ARGS='--steps 600' etc. are passed on)
+#   make demo-ovs3d  venv + the 3D-OVS demo: synthetic scene -> train_ovs3d (stand-in teachers)
+#               -> labeled map -> live ovs_map_node: accuracy vs ground truth, runtime relabel,
+#               a refused vocabulary (demo_out/ovs3d/; DEMO_ARGS='--keep' reuses the training)
 # On a host with a sourced ROS 2 install (ROS_DISTRO set) the venv sees the system rclpy and
 # requirements/ros-pip.txt is skipped.
 
@@ -25,7 +28,7 @@ VENV_FLAGS :=
 REQS := -r requirements/ml.txt -r requirements/dev.txt -r requirements/ros-pip.txt
 endif
 
-.PHONY: venv test lint bench demo clean
+.PHONY: venv test lint bench demo demo-ovs3d clean
 
 venv: $(STAMP)
 
@@ -50,6 +53,9 @@ bench: venv
 
 demo: venv
 	$(VPY) -m offline_training.demo --out demo_out $(DEMO_ARGS)
+
+demo-ovs3d: venv
+	$(VPY) -m offline_training.demo_ovs3d --out demo_out/ovs3d $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis *.egg-info build

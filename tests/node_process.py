@@ -1,48 +1,23 @@
 """Nodes under test as subprocesses: start with parameters and a log file, wait, always reap.
 
-Shared by the tests that talk to ``replay_node`` and ``segment_node`` through real DDS.
+Shared by the tests that talk to ``replay_node``, ``segment_node`` and ``ovs_map_node``
+through real DDS; ``start_node`` and ``reap`` live in :mod:`cns_ros.ros.node_process` (the 3D-OVS
+demo uses them too).
 """
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
-from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from cns_ros.ros.node_process import reap, start_node
+
+__all__ = ['EXIT_TIMEOUT_S', 'ROOT', 'reap', 'start_node', 'wait_exit']
+
 ROOT = Path(__file__).resolve().parents[1]
 EXIT_TIMEOUT_S = 30.0
-
-
-def start_node(module: str, log: Path, params: Mapping[str, Any],
-               ros_args: Sequence[str] = ()) -> subprocess.Popen:
-    """``python -m <module> --ros-args <ros_args> -p name:=value ...`` with stdout and stderr
-    in ``log`` (kept as ``proc.log``), from the repository root, in this environment."""
-    args = [sys.executable, '-m', module, '--ros-args', *ros_args]
-    for name, value in params.items():
-        args += ['-p', f'{name}:={value}']
-    with open(log, 'w') as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
-                                env=dict(os.environ))
-    proc.log = log
-    return proc
-
-
-def reap(procs: Iterable[subprocess.Popen], grace_s: float) -> None:
-    """Ctrl-C every process still running, kill it when it is not gone after ``grace_s``."""
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
 
 
 def wait_exit(proc: subprocess.Popen, timeout: float = EXIT_TIMEOUT_S) -> tuple[int, str]:
