@@ -47,8 +47,6 @@ from typing import Any
 
 import numpy as np
 
-OUTPUT_DIRS = ('scene', 'teachers', 'stage_a', 'stage_b', 'eval', 'query')
-
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface of :func:`main`."""
@@ -83,8 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     add('--export', type=Path, metavar='DIR', help='write the labeled map folder here')
     add('--ply', action='store_true', help='with --export: also DIR.ply')
     add('--bag', action='store_true', help='with --export: also a rosbag2 folder DIR_bag')
-    add('--export-voxel', type=float, default=0.01,
-        help='voxel (scene units after LLFF scaling) that deduplicates exported points')
+    add('--export-voxel', type=float,
+        help='voxel that deduplicates exported points, in the training frame\'s units '
+             '(default 0.01 for a 3D-OVS scene: LLFF-normalised units; 0.05 m for a capture)')
     add('--device', default='auto', help="'auto' (CUDA if available), 'cpu', 'cuda', 'cuda:N'")
     add('--threads', type=int, help='torch CPU threads')
     add('--no-progress', action='store_true', help='no progress bars')
@@ -309,9 +308,10 @@ def write_export(args: argparse.Namespace, model: Any, scene: Any, text: Any, co
     """The labeled map folder (+ PLY, + rosbag2) from the training views' depth."""
     from cns_ros.ovs3d.export import export_labeled_map
 
-    export_labeled_map(model, scene, text, args.export, config,
-                       voxel=args.export_voxel, ply=args.ply, bag=args.bag,
-                       clip_model=getattr(text_encoder, 'name', args.clip_model))
+    voxel = args.export_voxel or (0.05 if getattr(scene, 'projection', None) else 0.01)
+    clip_model = args.clip_model if args.teachers == 'real' else ''  # '': no CLIP (stand-ins)
+    export_labeled_map(model, scene, text, args.export, config, voxel=voxel, ply=args.ply,
+                       bag=args.bag, clip_model=clip_model)
     print(f'train_ovs3d: labeled map -> {args.export}')
 
 
