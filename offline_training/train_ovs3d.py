@@ -235,7 +235,7 @@ def run(args: argparse.Namespace, config: Any, device: Any, scene: Any,
     if args.query:
         write_query(args.out / 'query', model, scene, text_encoder, args.query, config)
     if args.export:
-        write_export(args, model, scene, text, config, text_encoder)
+        write_export(args, model, scene, text, config)
     return 0
 
 
@@ -303,8 +303,8 @@ def write_query(folder: Path, model: Any, scene: Any, text_encoder: Any, query: 
     print(f'train_ovs3d: query {names} -> {folder}')
 
 
-def write_export(args: argparse.Namespace, model: Any, scene: Any, text: Any, config: Any,
-                 text_encoder: Any) -> None:
+def write_export(args: argparse.Namespace, model: Any, scene: Any, text: Any,
+                 config: Any) -> None:
     """The labeled map folder (+ PLY, + rosbag2) from the training views' depth."""
     from cns_ros.ovs3d.export import export_labeled_map
 
