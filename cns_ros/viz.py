@@ -207,7 +207,7 @@ def render_overlays(path: str | os.PathLike[str], panels: Sequence[tuple[str, np
     Args:
         path: PNG file (folders are created).
         panels: (title, uint8 [H, W, 3] image) per panel.
-        class_names, colors: The legend (C names, (C, 3) uint8 RGB).
+        class_names, colors: The legend (C names, (C, 3) uint8 RGB); none when empty.
         title: Figure title.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -225,10 +225,23 @@ def render_overlays(path: str | os.PathLike[str], panels: Sequence[tuple[str, np
         ax.axis('off')
     handles = [Patch(facecolor=colors[i] / 255.0, edgecolor='black', label=name)
                for i, name in enumerate(class_names)]
-    fig.legend(handles=handles, loc='lower center', ncol=min(len(handles), 4), fontsize=9,
-               frameon=False)
+    if handles:  # no legend for pictures without classes (e.g. heat maps)
+        fig.legend(handles=handles, loc='lower center', ncol=min(len(handles), 4), fontsize=9,
+                   frameon=False)
     if title:
         fig.suptitle(title)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
+
+
+def heat_image(values: np.ndarray, low: float | None = None, high: float | None = None
+               ) -> np.ndarray:
+    """A float map [H, W] as a viridis RGB picture, uint8 [H, W, 3], scaled from ``low`` to
+    ``high`` (default its own min and max)."""
+    from matplotlib import colormaps
+
+    low = float(np.min(values)) if low is None else low
+    high = float(np.max(values)) if high is None else high
+    unit = (np.asarray(values, dtype=np.float64) - low) / max(high - low, 1e-12)
+    return (colormaps['viridis'](unit.clip(0, 1))[..., :3] * 255).round().astype(np.uint8)

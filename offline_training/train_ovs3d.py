@@ -21,9 +21,10 @@ builds both with random weights (smoke runs only; every output says so). --teach
 the synthetic scenes' stand-in encoders (colour and pattern descriptors; no weights), for tests
 and the demo.
 
-After training: --query "a, b, c" renders the annotated views labelled for any text list
-(OUT/query/); --export DIR writes the labeled map (the field's surface as points with colour,
-appearance code and labels) for ovs_map_node, with --ply and --bag copies.
+After training: --query "a, b, c" renders the annotated views labelled for any text list, with
+per-class relevancy maps (OUT/query/); --export DIR writes the labeled map (the field's surface
+as points with colour, appearance code and labels) for ovs_map_node, with --ply and --bag
+copies.
 
 examples:
   python -m offline_training.train_ovs3d --synthetic --teachers standin \\
@@ -196,6 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             import torch
 
             torch.set_num_threads(args.threads)
+        query_names(args.query)  # a bad list fails now, not after training
         scene = with_classes(load_scene(args), args.classes, args.stop_after)
         config = capture_render_range(config, scene)
         image_encoder, text_encoder, token_encoder = build_teachers(args, config)
@@ -233,7 +235,8 @@ def run(args: argparse.Namespace, config: Any, device: Any, scene: Any,
     else:
         print(f'train_ovs3d: {scene.root} has no annotated views: no evaluation')
     if args.query:
-        write_query(args.out / 'query', model, scene, text_encoder, args.query, config)
+        write_query(args.out / 'query', model, scene, text_encoder, query_names(args.query),
+                    config)
     if args.export:
         write_export(args, model, scene, text, config)
     return 0
@@ -276,25 +279,40 @@ def write_evaluation(folder: Path, model: Any, scene: Any, text: Any, config: An
     return report
 
 
-def write_query(folder: Path, model: Any, scene: Any, text_encoder: Any, query: str,
-                config: Any) -> None:
-    """Label the annotated views for a comma-separated text list; PNGs + query.json."""
-    from cns_ros.fileio import atomic_write_text
-    from cns_ros.ovs3d.capture import camera_model
-    from cns_ros.ovs3d.inference import render_camera, segment
-    from cns_ros.ovs3d.pipeline import text_embeddings
-
+def query_names(query: str | None) -> list[str] | None:
+    """The class texts of --query (None without it)."""
+    if query is None:
+        return None
     names = [n.strip() for n in query.split(',') if n.strip()]
     if not names:
         raise ValueError(f'--query {query!r}: no class text')
+    return names
+
+
+def write_query(folder: Path, model: Any, scene: Any, text_encoder: Any, names: list[str],
+                config: Any) -> None:
+    """Label the annotated views (view 0 without annotations) for a text list: label overlays,
+    per-class relevancy maps (cosine, one colour scale per view), query.json."""
+    from cns_ros.fileio import atomic_write_text
+    from cns_ros.ovs3d.capture import camera_model
+    from cns_ros.ovs3d.inference import relevancy, render_camera
+    from cns_ros.ovs3d.pipeline import text_embeddings
+    from cns_ros.viz import heat_image, render_overlays
+
     text = text_embeddings(text_encoder, names, config.text_templates)
     height, width = scene.size(config.eval_downsample)
+    focal, center = camera_model(scene, config.eval_downsample)
     predictions, views = [], list(scene.annotated_views or [0])
     for view in views:
-        focal, center = camera_model(scene, config.eval_downsample)
         out = render_camera(model, scene.poses[view], height, width, focal, config.render,
                             center=center)
-        predictions.append(segment(out['feature'], text)[0].cpu().numpy())
+        scores = relevancy(out['feature'], text).cpu().numpy()  # [H, W, C]
+        predictions.append(scores.argmax(-1))
+        low, high = float(scores.min()), float(scores.max())
+        render_overlays(folder / f'relevancy_{view:03d}.png',
+                        [(name, heat_image(scores[..., i], low, high))
+                         for i, name in enumerate(names)], [], [],
+                        title=f'cosine {low:.3f} (dark) .. {high:.3f} (yellow), view {view}')
     _overlays(folder, model, scene, views, names, np.stack(predictions), config.eval_downsample,
               'query')
     shares = {name: float((np.stack(predictions) == i).mean()) for i, name in enumerate(names)}

@@ -78,6 +78,7 @@ def test_query_labels_any_text_list(run: Path) -> None:
     assert query['query'] == ['red thing', 'blue thing', 'yellow thing']
     assert sum(query['pixel_share'].values()) == pytest.approx(1.0)
     assert (run / 'query' / 'view_000.png').is_file()
+    assert (run / 'query' / 'relevancy_000.png').stat().st_size > 10_000
 
 
 def test_exported_map_lies_on_the_scene_and_carries_its_labels(run: Path) -> None:
@@ -136,6 +137,10 @@ def test_real_teachers_need_checkpoints_or_the_flag(tmp_path: Path, capsys) -> N
     with pytest.raises(SystemExit) as exc:
         main(['--synthetic', '--out', str(tmp_path / 'y'), '--set', 'stage_b.nope=1'])
     assert exc.value.code == 2 and 'stage_b.nope: unknown key' in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:  # before any training
+        main(['--synthetic', '--out', str(tmp_path / 'z'), *COMMON, '--query', ' , '])
+    assert exc.value.code == 2 and 'no class text' in capsys.readouterr().err
+    assert not (tmp_path / 'z').exists()
 
 
 def test_random_weight_open_clip_and_timm_dino_smoke_run(tmp_path: Path) -> None:

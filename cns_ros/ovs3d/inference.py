@@ -1,8 +1,8 @@
 """Using a trained 3D-OVS model: render any camera, segment for any text list, evaluate, export.
 
 * :func:`render_camera`: RGB, depth, opacity and the rendered CLIP feature of one camera.
-* :func:`segment`: labels = argmax over the texts of the cosine between the rendered feature and
-  each text embedding (3D-OVS's closed-set assignment over the given list).
+* :func:`relevancy` and :func:`segment`: per-class cosine maps between the rendered feature and
+  each text embedding, and their argmax (3D-OVS's closed-set assignment over the given list).
 * :func:`evaluate_scene`: the annotated views rendered at the evaluation resolution and scored
   with both protocols of :mod:`cns_ros.ovs3d.metrics`.
 * :func:`surface_points`: the field's surface as points, depth-rendered from cameras and
@@ -65,18 +65,23 @@ def render_camera(model: Ovs3dModel, c2w: np.ndarray | Tensor, height: int, widt
             v.reshape(height, width, -1) for k, v in result.items()}
 
 
-def segment(feature: Tensor, text: Tensor) -> tuple[Tensor, Tensor]:
-    """Closed-set labels of rendered features.
+def relevancy(feature: Tensor, text: Tensor) -> Tensor:
+    """Per-class relevancy of rendered features: the cosine with each text, float [..., C].
 
     Args:
         feature: float [..., D] rendered CLIP features.
         text: float [C, D] unit text embeddings.
+    """
+    return torch.nn.functional.normalize(feature, dim=-1) @ text.to(feature.device).T
+
+
+def segment(feature: Tensor, text: Tensor) -> tuple[Tensor, Tensor]:
+    """Closed-set labels of rendered features: the argmax of :func:`relevancy`.
 
     Returns:
         (labels int64 [...], cosine of the winner float [...]).
     """
-    cosine = torch.nn.functional.normalize(feature, dim=-1) @ text.to(feature.device).T
-    best, labels = cosine.max(dim=-1)
+    best, labels = relevancy(feature, text).max(dim=-1)
     return labels, best
 
 
