@@ -70,7 +70,7 @@ def test_rerun_resumes_without_training_again(run: Path) -> None:
                  '--stop-after', 'stage_b']) == 0
     assert sorted(p.name for p in (run / 'stage_b' / 'checkpoints').iterdir()) == before
     assert (run / 'stage_b' / 'losses.jsonl').read_text() == lines
-    assert 'step_00000300.pt' in before and 'step_00000300.yaml' in before
+    assert 'step_00000600.pt' in before and 'step_00000600.yaml' in before
     assert any((run / 'stage_b' / 'tensorboard').iterdir())
 
 
