@@ -55,13 +55,14 @@ from PIL import Image
 from cns_ros.ovs3d.dataset import (
     CLASSES_FILE,
     IMAGE_DIR,
-    MASK_SUFFIX,
     SEGMENTATION_DIR,
     Ovs3dSceneError,
     _check_masks,
     _class_names,
     _image_paths,
     _view_folders,
+    read_image,
+    read_masks,
 )
 from cns_ros.ovs3d.projection import Projection
 
@@ -199,25 +200,13 @@ class PosedCapture:
 
     def image(self, view: int, downsample: float) -> np.ndarray:
         """View ``view`` as uint8 [h,w,3] RGB, LANCZOS-resized to :meth:`size`."""
-        height, width = self.size(downsample)
-        with Image.open(self.image_paths[view]) as image:
-            rgb = image.convert('RGB')
-        return np.asarray(rgb.resize((width, height), Image.Resampling.LANCZOS))
+        return read_image(self.image_paths[view], self.size(downsample))
 
     def masks(self, view: int, downsample: float) -> np.ndarray:
         """Ground-truth masks of an annotated view: bool [h,w,C] in class order (NEAREST, only
         255 positive), as :meth:`cns_ros.ovs3d.dataset.Ovs3dScene.masks`."""
-        height, width = self.size(downsample)
-        folder = _view_folders(self.root / SEGMENTATION_DIR).get(view)
-        if folder is None:
-            raise CaptureError(f'{self.root / SEGMENTATION_DIR}: view {view} is not annotated '
-                               f'(annotated views: {self.annotated_views})')
-        out = np.zeros((height, width, len(self.class_names)), dtype=bool)
-        for index, name in enumerate(self.class_names):
-            with Image.open(folder / f'{name}{MASK_SUFFIX}') as mask:
-                grey = mask.convert('L').resize((width, height), Image.Resampling.NEAREST)
-            out[:, :, index] = np.asarray(grey) == 255
-        return out
+        return read_masks(self.root, view, self.class_names, self.size(downsample),
+                          CaptureError)
 
 
 def camera_model(scene: Any, downsample: float

@@ -17,6 +17,7 @@ resolution comes from the hwf stored in ``poses_bounds.npy``, not from the image
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,10 +76,7 @@ class Ovs3dScene:
     def image(self, view: int, downsample: float) -> np.ndarray:
         """View ``view`` as uint8 [h,w,3] RGB, LANCZOS-resized to :meth:`size` (whatever the
         file's own size)."""
-        height, width = self.size(downsample)
-        with Image.open(self.image_paths[view]) as image:
-            rgb = image.convert('RGB')
-        return np.asarray(rgb.resize((width, height), Image.Resampling.LANCZOS))
+        return read_image(self.image_paths[view], self.size(downsample))
 
     def masks(self, view: int, downsample: float) -> np.ndarray:
         """The ground-truth masks of an annotated view: bool [h,w,C] in class order.
@@ -89,17 +87,37 @@ class Ovs3dScene:
         Raises:
             Ovs3dSceneError: ``view`` is not an annotated view.
         """
-        height, width = self.size(downsample)
-        folder = _view_folders(self.root / SEGMENTATION_DIR).get(view)
-        if folder is None:
-            raise Ovs3dSceneError(f'{self.root / SEGMENTATION_DIR}: view {view} is not '
-                                  f'annotated (annotated views: {self.annotated_views})')
-        out = np.zeros((height, width, len(self.class_names)), dtype=bool)
-        for index, name in enumerate(self.class_names):
-            with Image.open(folder / f'{name}{MASK_SUFFIX}') as mask:
-                grey = mask.convert('L').resize((width, height), Image.Resampling.NEAREST)
-            out[:, :, index] = np.asarray(grey) == 255
-        return out
+        return read_masks(self.root, view, self.class_names, self.size(downsample),
+                          Ovs3dSceneError)
+
+
+def read_image(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """An image file as uint8 [h,w,3] RGB, LANCZOS-resized to ``size`` = (h, w)."""
+    height, width = size
+    with Image.open(path) as image:
+        rgb = image.convert('RGB')
+    return np.asarray(rgb.resize((width, height), Image.Resampling.LANCZOS))
+
+
+def read_masks(root: Path, view: int, class_names: Sequence[str], size: tuple[int, int],
+               error: type[Exception] = Ovs3dSceneError) -> np.ndarray:
+    """The masks of ``root/segmentations/<view>/``: bool [h,w,C] in ``class_names`` order.
+
+    Each PNG is read with ``.convert('L')`` and NEAREST-resized to ``size`` = (h, w); only 255
+    is positive. ``error`` (naming the folder) is raised when ``view`` has no folder.
+    """
+    height, width = size
+    folder = _view_folders(root / SEGMENTATION_DIR).get(view)
+    if folder is None:
+        annotated = sorted(_view_folders(root / SEGMENTATION_DIR))
+        raise error(f'{root / SEGMENTATION_DIR}: view {view} is not annotated (annotated '
+                    f'views: {tuple(annotated)})')
+    out = np.zeros((height, width, len(class_names)), dtype=bool)
+    for index, name in enumerate(class_names):
+        with Image.open(folder / f'{name}{MASK_SUFFIX}') as mask:
+            grey = mask.convert('L').resize((width, height), Image.Resampling.NEAREST)
+        out[:, :, index] = np.asarray(grey) == 255
+    return out
 
 
 def read_scene(root: str | os.PathLike[str]) -> Ovs3dScene:
