@@ -242,8 +242,9 @@ def run(args: argparse.Namespace, config: Any, device: Any, scene: Any,
     return 0
 
 
-def _overlays(folder: Path, model: Any, scene: Any, views: Sequence[int], names: Sequence[str],
+def _overlays(folder: Path, scene: Any, views: Sequence[int], names: Sequence[str],
               predictions: np.ndarray, downsample: float, title: str) -> None:
+    """Image and label overlay side by side, one PNG per view."""
     from cns_ros.viz import overlay_labels, render_overlays
     from cns_ros.vocabulary import palette
 
@@ -270,7 +271,7 @@ def write_evaluation(folder: Path, model: Any, scene: Any, text: Any, config: An
                         'class_iou': [None if np.isnan(v) else float(v)
                                       for v in scores.class_iou]}
     atomic_write_text(folder / 'results.json', json.dumps(report, indent=2) + '\n')
-    _overlays(folder, model, scene, result.views, scene.class_names, result.predictions,
+    _overlays(folder, scene, result.views, scene.class_names, result.predictions,
               config.eval_downsample, f'mIoU {100 * result.reference.miou:.1f} (reference)')
     print(f'train_ovs3d: {len(result.views)} annotated views: mIoU '
           f'{100 * result.reference.miou:.1f} / accuracy {100 * result.reference.accuracy:.1f}'
@@ -313,7 +314,7 @@ def write_query(folder: Path, model: Any, scene: Any, text_encoder: Any, names: 
                         [(name, heat_image(scores[..., i], low, high))
                          for i, name in enumerate(names)], [], [],
                         title=f'cosine {low:.3f} (dark) .. {high:.3f} (yellow), view {view}')
-    _overlays(folder, model, scene, views, names, np.stack(predictions), config.eval_downsample,
+    _overlays(folder, scene, views, names, np.stack(predictions), config.eval_downsample,
               'query')
     shares = {name: float((np.stack(predictions) == i).mean()) for i, name in enumerate(names)}
     atomic_write_text(folder / 'query.json', json.dumps({'query': names, 'views': views,
