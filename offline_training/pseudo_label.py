@@ -22,6 +22,13 @@ Random weights only with --allow-random-weights (smoke runs; flagged in the mani
 normalisation and one literal name per class in the prompts ('traffic_cone', 'manmade').
 SAM-refined pixels keep the CLIP confidence of their pixel.
 
+ScanNet (--dataset scannet; the real dataset or the synthetic indoor world of
+make_synthetic_indoor): one keyframe per scan, its points the mesh vertices, its cameras the
+scan's frames (--layout 25k or export, --every k) as 640 x 480 depth cameras; pairs are kept
+only where the frame's depth image agrees (--depth-check absolute: CLIP2Scene's 5 cm; or
+relative: OpenScene's 25 %), --min-depth 0.1 suits a hand-held camera; the quality table is
+over the 20 benchmark classes on the vertices seen by a frame.
+
 Resumable: a keyframe is done iff its file exists (files are renamed into place when
 complete), so a re-run after a kill does only what is missing. Sharding: keyframe k belongs to
 shard k % n (--shard i --num-shards n); under torchrun (RANK / WORLD_SIZE set) each rank takes
@@ -60,8 +67,10 @@ from typing import Any
 import numpy as np
 
 import cns_ros
+from cns_ros.data.keyframes import DATASETS, dataset_vocabulary, open_keyframes
 from cns_ros.teachers import cache
 from cns_ros.teachers.lifting import (
+    DEPTH_CHECKS,
     FUSED_CONFIDENCE_MODES,
     LiftingConfig,
     fuse_labels,
@@ -69,7 +78,7 @@ from cns_ros.teachers.lifting import (
     keyframe_pairs,
 )
 from cns_ros.teachers.simulated import SIMULATED_PRESETS, TeacherNoise, load_noise
-from cns_ros.vocabulary import IGNORE_INDEX, nuscenes16
+from cns_ros.vocabulary import IGNORE_INDEX
 
 TEACHERS = ('maskclip', 'simulated')
 SAMS = ('none', 'sam', 'simulated')
@@ -100,6 +109,8 @@ class PseudoLabelConfig:
             CLIP mean / std) and its one literal class name per class in the prompts.
         seed: Seed of the simulated teachers' noise.
         save_2d: Also write per-image refined labels (and SAM embeddings).
+        save_clip_features: With ``save_2d``, also the CLIP teacher's dense features on its
+            patch grid (CLIP2Scene's ScanNet pair distillation).
         fp16: float16 autocast for the teachers on CUDA.
     """
 
@@ -121,6 +132,7 @@ class PseudoLabelConfig:
     seed: int = 0
     save_2d: bool = False
     fp16: bool = True
+    save_clip_features: bool = False
 
 
 @dataclass(frozen=True)
@@ -128,10 +140,13 @@ class RunOptions:
     """How to run (not part of the cache identity).
 
     Attributes:
-        dataroot: nuScenes (or synthetic) root folder.
+        dataroot: nuScenes or ScanNet (or synthetic world) root folder.
         out: Cache root folder.
+        dataset: 'nuscenes' or 'scannet' (:mod:`cns_ros.data.keyframes`).
         version: nuScenes version folder.
-        split: Devkit split name, or None for every scene.
+        split: Devkit split name (ScanNet: 'train', 'val', 'test'), or None for every scene.
+        layout: ScanNet frames: '25k' or 'export'.
+        every: ScanNet: every k-th frame.
         scenes: Only these scenes (within ``split``), or None.
         shard: This process's shard, in [0, num_shards).
         num_shards: Number of shards; keyframe k belongs to shard k % num_shards.
@@ -143,8 +158,11 @@ class RunOptions:
 
     dataroot: Path
     out: Path
+    dataset: str = 'nuscenes'
     version: str = 'v1.0-mini'
     split: str | None = None
+    layout: str = '25k'
+    every: int = 1
     scenes: tuple[str, ...] | None = None
     shard: int = 0
     num_shards: int = 1
@@ -249,11 +267,17 @@ class _Teachers:
             self.gt) else None
         needs_images = self.config.teacher == 'maskclip' or self.config.sam == 'sam'
         images = [f.load_image() for f in frames] if needs_images else None
-        if self.config.teacher == 'simulated':
+        features = None
+        if self.config.teacher == 'simulated' and self.config.save_clip_features:
+            out = self.clip(gts, size)
+            labels, conf = out.labels.numpy().astype(np.uint8), out.confidence.numpy()
+            features = out.features.numpy()
+        elif self.config.teacher == 'simulated':
             labels, conf = self.clip.predict(gts, size)
         else:
-            labels, conf = self._maskclip(images)
-        extras: list[Any] = [(None, None)] * len(frames)
+            labels, conf, features = self._maskclip(images)
+        extras: list[Any] = [(None, None, None if features is None else features[b])
+                             for b in range(len(frames))]
         for b in range(len(frames) if self.sam is not None else 0):
             if self.config.sam == 'simulated':
                 masks = self.sam.masks(gts[b], size).masks
@@ -263,27 +287,32 @@ class _Teachers:
                 masks = sam_masks.resized(size, self.config.sam_resize).masks
             labels[b] = self.sam.refine(labels[b], masks, ignore_index=IGNORE_INDEX)[0]
             if self.config.save_2d:
-                extras[b] = (emb, cache.paint_segments(masks, self.sam.config.mask_order))
+                extras[b] = (emb, cache.paint_segments(masks, self.sam.config.mask_order),
+                             extras[b][2])
         return labels, conf, extras
 
-    def _maskclip(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    def _maskclip(self, images: list[np.ndarray]
+                  ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray] | None]:
         size = self.config.image_size
         labels = np.empty((len(images), *size), dtype=np.uint8)
         conf = np.empty((len(images), *size), dtype=np.float32)
+        features: list[Any] = [None] * len(images)
         for shape in dict.fromkeys(image.shape for image in images):
             index = [i for i, image in enumerate(images) if image.shape == shape]
             out = self.clip(np.stack([images[i] for i in index]), output_size=size)
             labels[index] = out.labels.cpu().numpy().astype(np.uint8)
             conf[index] = out.confidence.float().cpu().numpy()
-        return labels, conf
+            for j, i in enumerate(index):
+                features[i] = out.features[j].float().cpu().numpy()
+        return labels, conf, features if self.config.save_clip_features else None
 
 
 def _keyframe_item(keyframe: Any, labels: np.ndarray, conf: np.ndarray,
-                   config: PseudoLabelConfig) -> cache.KeyframeLabels:
+                   config: PseudoLabelConfig, num_classes: int) -> cache.KeyframeLabels:
     """Lift one keyframe's (M, H, W) maps to its points; the cache record."""
     pairs = keyframe_pairs(keyframe, config.image_size, config.lifting)
     pair_labels, pair_conf = gather(pairs, labels), gather(pairs, conf)
-    fused = fuse_labels(pairs.num_points, pairs.point, pair_labels, pair_conf, 16,
+    fused = fuse_labels(pairs.num_points, pairs.point, pair_labels, pair_conf, num_classes,
                         config.lifting.fused_confidence)
     frames = list(keyframe.cameras.values())
     return cache.KeyframeLabels(
@@ -298,7 +327,7 @@ def _keyframe_item(keyframe: Any, labels: np.ndarray, conf: np.ndarray,
 
 
 def _process(data: Any, indices: list[int], teachers: _Teachers, config: PseudoLabelConfig,
-             out: Path) -> None:
+             out: Path, num_classes: int) -> None:
     """Label, refine, lift and write the keyframes ``indices`` (one teacher batch)."""
     keyframes = [data[k] for k in indices]
     frames = [f for kf in keyframes for f in kf.cameras.values()]
@@ -311,7 +340,7 @@ def _process(data: Any, indices: list[int], teachers: _Teachers, config: PseudoL
                 cache.write_image(out, frames[b].sample_data_token, labels[b], conf[b],
                                   *extras[b])
         cache.write_keyframe(out, _keyframe_item(kf, labels[start:stop], conf[start:stop],
-                                                 config))
+                                                 config, num_classes))
         start = stop
 
 
@@ -329,22 +358,26 @@ def _manifest(config: PseudoLabelConfig, options: RunOptions, scenes: Sequence[s
         'teachers': teachers,
         'random_weights': any(t['random_weights'] for t in teachers.values()),
         'simulated': any(t['simulated'] for t in teachers.values()),
-        'dataset': {'version': options.version, 'split': options.split, 'scenes': list(scenes),
-                    'num_keyframes': num_keyframes},
+        'dataset': {'name': options.dataset, 'version': options.version,
+                    'split': options.split, 'scenes': list(scenes),
+                    'num_keyframes': num_keyframes, **_scannet_frames(options)},
         'source': {'dataroot': str(options.dataroot)}, 'versions': versions,
-        'classes': list(nuscenes16().names), 'ignore_index': IGNORE_INDEX,
+        'classes': list(dataset_vocabulary(options.dataset).names),
+        'ignore_index': IGNORE_INDEX,
         'layout': 'see cns_ros/teachers/cache.py',
     }
 
 
 def run(config: PseudoLabelConfig, options: RunOptions) -> RunSummary:
     """Label this shard's unfinished keyframes, then evaluate the whole cache (if GT exists)."""
-    from cns_ros.data.nuscenes import CAMERA_CHANNELS, NuScenesKeyframes
+    from cns_ros.data.nuscenes import CAMERA_CHANNELS
 
     start = time.perf_counter()
-    data = NuScenesKeyframes(options.dataroot, options.version, options.split,
-                             config.num_sweeps, scenes=options.scenes)
+    data = open_keyframes(options.dataset, options.dataroot, version=options.version,
+                          split=options.split, num_sweeps=config.num_sweeps,
+                          scenes=options.scenes, layout=options.layout, every=options.every)
     samples = cache.sample_tokens(data)
+    classes = dataset_vocabulary(options.dataset).names
     teachers = _Teachers(config, options.dataroot, options.device, options.batch_size)
     manifest = _manifest(config, options, data.scene_names, len(samples), teachers.describe())
     options.out.mkdir(parents=True, exist_ok=True)
@@ -357,22 +390,29 @@ def run(config: PseudoLabelConfig, options: RunOptions) -> RunSummary:
     todo = [k for k in mine if not cache.keyframe_path(options.out, samples[k][0]).exists()]
     skipped, limit = len(mine) - len(todo), options.limit
     todo, later = (todo, []) if limit is None else (todo[:limit], todo[limit:])
-    per_batch = max(1, options.batch_size // len(CAMERA_CHANNELS))  # keyframes per batch
+    cameras = len(CAMERA_CHANNELS) if options.dataset == 'nuscenes' else options.batch_size
+    per_batch = max(1, options.batch_size // cameras)  # keyframes per batch (ScanNet: 1)
     from tqdm import tqdm
 
     with tqdm(total=len(todo), unit='keyframe', disable=not options.progress,
               desc=f'pseudo-labels shard {options.shard}/{options.num_shards}') as bar:
         for first in range(0, len(todo), per_batch):
             group = todo[first:first + per_batch]
-            _process(data, group, teachers, config, options.out)
+            _process(data, group, teachers, config, options.out, len(classes))
             bar.update(len(group))
-    quality = cache.evaluate(options.out, data.nusc, samples)
+    quality = cache.evaluate(options.out, data, samples, classes)
     if quality is not None:
         quality['teachers'] = manifest['teachers']
         cache.write_quality(options.out, quality)
     return RunSummary(processed=len(todo), skipped=skipped, remaining=len(later),
                       total=len(samples), shard=(options.shard, options.num_shards),
                       quality=quality, seconds=time.perf_counter() - start)
+
+
+def _scannet_frames(options: RunOptions) -> dict[str, Any]:
+    """The manifest's ScanNet frame selection (nothing for nuScenes)."""
+    return {} if options.dataset == 'nuscenes' else {'layout': options.layout,
+                                                     'every': options.every}
 
 
 def _shard(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[int, int]:
@@ -393,7 +433,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog='pseudo_label', description=__doc__.split('\n\n')[0],
         epilog=__doc__.split('\n\n', 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
-    add('--dataroot', required=True, type=Path, help='nuScenes (or synthetic) root folder')
+    add('--dataroot', required=True, type=Path, help='nuScenes or ScanNet (or synthetic world) '
+        'root folder')
+    add('--dataset', choices=DATASETS, default='nuscenes', help='keyframes: nuScenes samples '
+        'or ScanNet scans (default: %(default)s)')
+    add('--layout', choices=('25k', 'export'), default='25k', help='ScanNet frames: '
+        'scannet_frames_25k or the SensReader export in scans/<scene>/ (default: %(default)s)')
+    add('--every', type=int, default=1, help='ScanNet: every k-th frame (default: 1)')
     add('--version', default='v1.0-mini', help='nuScenes version folder (default: %(default)s)')
     add('--split', default=None, help="devkit split: 'train', 'val', 'mini_train', ... "
         '(default: every scene of the version)')
@@ -431,9 +477,16 @@ def build_parser() -> argparse.ArgumentParser:
     add('--min-depth', type=float, default=lift.min_depth, help='metres (default: %(default)s)')
     add('--occlusion-check', action='store_true', help='drop pairs behind other points '
         '(coarse depth buffer per camera; off by default as in the reference)')
+    add('--depth-check', choices=DEPTH_CHECKS, default=lift.depth_check, help='RGB-D data: '
+        "keep a pair only if the depth image agrees: 'absolute' (CLIP2Scene, "
+        "--depth-tolerance metres) or 'relative' (OpenScene, fraction) (default: %(default)s)")
+    add('--depth-tolerance', type=float, help='tolerance of --depth-check (default: 0.05 m '
+        'absolute, 0.25 relative)')
     add('--fused-confidence', choices=FUSED_CONFIDENCE_MODES, default=lift.fused_confidence,
         help='confidence of multi-camera votes (default: %(default)s)')
     add('--save-2d', action='store_true', help='also write per-image labels and SAM embeddings')
+    add('--save-clip-features', action='store_true', help='with --save-2d: also the CLIP '
+        "teacher's dense patch features (CLIP2Scene's ScanNet pair distillation)")
     add('--shard', type=int, help='this shard (default: RANK under torchrun, else 0)')
     add('--num-shards', type=int, help='number of shards (default: WORLD_SIZE or 1)')
     add('--limit', type=int, help='process at most this many keyframes in this run')
@@ -442,6 +495,18 @@ def build_parser() -> argparse.ArgumentParser:
     add('--no-fp16', action='store_true', help='no float16 autocast on CUDA')
     add('--no-progress', action='store_true', help='no progress bar')
     return parser
+
+
+def _lifting(args: argparse.Namespace) -> LiftingConfig:
+    """The pairing settings of the command line."""
+    tolerance = {}
+    if args.depth_tolerance is not None:
+        key = ('depth_rel_tolerance' if args.depth_check == 'relative'
+               else 'depth_abs_tolerance_m')
+        tolerance[key] = args.depth_tolerance
+    return LiftingConfig(min_depth=args.min_depth, occlusion_check=args.occlusion_check,
+                         fused_confidence=args.fused_confidence, depth_check=args.depth_check,
+                         **tolerance)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -455,20 +520,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.batch_size < 1 or (args.limit is not None and args.limit < 0) or min(
             args.image_size) < 1:
         parser.error('--batch-size and --image-size must be >= 1 and --limit >= 0')
+    if args.save_clip_features and not args.save_2d:
+        parser.error('--save-clip-features writes into the per-image files: add --save-2d')
     try:
         config = PseudoLabelConfig(
             teacher=args.teacher, sam=args.sam, image_size=tuple(args.image_size),
             num_sweeps=args.num_sweeps, clip_model=args.clip_model,
-            lifting=LiftingConfig(min_depth=args.min_depth, occlusion_check=args.occlusion_check,
-                                  fused_confidence=args.fused_confidence),
+            lifting=_lifting(args),
             clip_checkpoint=args.clip_checkpoint, clip_templates=args.clip_templates,
             sam_model_type=args.sam_model_type, sam_checkpoint=args.sam_checkpoint,
             sam_points_per_side=args.sam_points_per_side, sam_resize=args.sam_resize,
             allow_random_weights=args.allow_random_weights, seed=args.seed,
             simulated_noise=args.simulated_noise, save_2d=args.save_2d, paper=args.paper,
+            save_clip_features=args.save_clip_features,
             fp16=not args.no_fp16)
         options = RunOptions(
-            dataroot=args.dataroot, out=args.out, version=args.version, split=args.split,
+            dataroot=args.dataroot, out=args.out, dataset=args.dataset, version=args.version,
+            split=args.split, layout=args.layout, every=args.every,
             scenes=tuple(args.scenes) if args.scenes else None, shard=shard,
             num_shards=num_shards, limit=args.limit, batch_size=args.batch_size,
             device=args.device, progress=not args.no_progress)

@@ -203,7 +203,7 @@ def prepare(config: TrainConfig, device: str) -> dict[str, Any]:
     if config.log.eval_every and config.log.eval_split:
         evaluator = PointEvaluator(config.data.dataroot, config.data.version,
                                    config.log.eval_split, config.model.input_features,
-                                   config.model.voxel_size)
+                                   config.model.voxel_size, dataset=dataset.dataset_name)
     return {'method': method, 'dataset': dataset, 'context': context, 'evaluator': evaluator,
             'extra_state': {'class_names': names, 'text_embeddings': text}}
 

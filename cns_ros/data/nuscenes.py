@@ -403,6 +403,12 @@ class Keyframe:
         """Number of points of the keyframe sweep itself (they come first in ``points``)."""
         return int(np.count_nonzero(self.sweep_index == 0))
 
+    def train_labels(self) -> np.ndarray | None:
+        """uint8 (M,) nuScenes-16 training ids (255 ignore) of the keyframe points, or None."""
+        from cns_ros.vocabulary import lidarseg16_to_train
+
+        return None if self.lidarseg is None else lidarseg16_to_train(self.lidarseg)
+
 
 def load_sweeps(nusc: NuScenes, lidar_token: str, num_sweeps: int = 0
                 ) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
@@ -474,6 +480,20 @@ class NuScenesKeyframes:
     def __iter__(self) -> Iterator[Keyframe]:
         for token, scene in self._samples:
             yield self._keyframe(token, scene)
+
+    def sample_tokens(self) -> list[tuple[str, str]]:
+        """(sample token, LIDAR_TOP sample_data token) of every keyframe, in index order."""
+        return [(token, self.nusc.get('sample', token)['data'][LIDAR_CHANNEL])
+                for token, _ in self._samples]
+
+    def ground_truth(self, sample_token: str) -> np.ndarray | None:
+        """uint8 (M,) nuScenes-16 training ids (255 ignore) of a keyframe's own points, or
+        None without lidarseg (reads only the label file)."""
+        from cns_ros.vocabulary import lidarseg16_to_train
+
+        lidar_token = self.nusc.get('sample', sample_token)['data'][LIDAR_CHANNEL]
+        labels = read_lidarseg16(self.nusc, lidar_token, self._label_table)
+        return None if labels is None else lidarseg16_to_train(labels)
 
     def _keyframe(self, sample_token: str, scene: str) -> Keyframe:
         sample = self.nusc.get('sample', sample_token)

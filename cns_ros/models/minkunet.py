@@ -205,6 +205,27 @@ def assemble_point_features(columns: Mapping[str, Any], names: Sequence[str], *,
     return parts[0].contiguous() if len(parts) == 1 else torch.cat(parts, 1)  # a new tensor
 
 
+#: Named columns after x, y, z of the point layouts the datasets produce, by array width:
+#: nuScenes (x, y, z, intensity[, ring]) and RGB-D scans such as ScanNet (x, y, z, r, g, b).
+POINT_LAYOUTS: dict[int, tuple[str, ...]] = {4: ('intensity',), 5: ('intensity', 'ring'),
+                                             6: ('rgb',)}
+
+
+def point_columns(points: Any) -> dict[str, Any]:
+    """Named input columns of an (N, 4 | 5 | 6) point array or tensor (:data:`POINT_LAYOUTS`):
+    'xyz' (N, 3) and 'intensity' + 'ring' (LiDAR) or 'rgb' (N, 3) (RGB-D); slices, no copy."""
+    width = int(points.shape[1]) if points.ndim == 2 else -1
+    if width not in POINT_LAYOUTS:
+        raise ValueError(f'points: expected (N, 4), (N, 5) (x, y, z, intensity[, ring]) or '
+                         f'(N, 6) (x, y, z, r, g, b), found {tuple(points.shape)}')
+    if width == 6:
+        return {'xyz': points[:, :3], 'rgb': points[:, 3:6]}
+    columns = {'xyz': points[:, :3], 'intensity': points[:, 3]}
+    if width == 5:
+        columns['ring'] = points[:, 4]
+    return columns
+
+
 def _as_tensor(value: Any, name: str) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         return value

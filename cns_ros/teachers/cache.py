@@ -32,7 +32,9 @@ allow_pickle=False)`` works; identical inputs give byte-identical files):
 Image file: ``labels`` uint8 (H, W) refined 2D labels at ``label_size``; ``confidence``
 float16 (H, W); when a SAM teacher ran, ``embedding`` float16 (256, 64, 64) SAM embedding and
 ``segments`` uint16 (H, W): the SAM masks painted in the refinement order (mask k, 1-based, is
-written after masks 1..k-1, so each pixel holds the last mask covering it), 0 = no mask.
+written after masks 1..k-1, so each pixel holds the last mask covering it), 0 = no mask; with
+``pseudo_label --save-clip-features``, ``clip_features`` float16 (D, h, w): the CLIP teacher's
+L2-normalized dense features on its patch grid (CLIP2Scene's ScanNet distillation target).
 
 A file is finished iff it exists: files are written to a hidden temporary sibling and renamed
 (``cns_ros.fileio``), so a killed run never leaves a partial final file.
@@ -143,15 +145,18 @@ def read_keyframe(path: str | os.PathLike[str]) -> KeyframeLabels:
 
 def write_image(root: str | os.PathLike[str], camera_token: str, labels: np.ndarray,
                 confidence: np.ndarray, embedding: np.ndarray | None = None,
-                segments: np.ndarray | None = None) -> Path:
+                segments: np.ndarray | None = None,
+                clip_features: np.ndarray | None = None) -> Path:
     """Write one image file atomically: uint8 labels, float16 confidence (and the optional
-    float16 SAM embedding and uint16 segments)."""
+    float16 SAM embedding, uint16 segments and float16 (D, h, w) CLIP features)."""
     arrays = {'labels': np.asarray(labels, dtype=np.uint8),
               'confidence': np.asarray(confidence, dtype=np.float16)}
     if embedding is not None:
         arrays['embedding'] = np.asarray(embedding, dtype=np.float16)
     if segments is not None:
         arrays['segments'] = np.asarray(segments, dtype=np.uint16)
+    if clip_features is not None:
+        arrays['clip_features'] = np.asarray(clip_features, dtype=np.float16)
     path = image_path(root, camera_token)
     atomic_write_bytes(path, npz_bytes(arrays))
     return path
@@ -245,58 +250,56 @@ def remove_stale_temps(root: str | os.PathLike[str], max_age_s: float = STALE_TE
 
 
 def sample_tokens(data: Any) -> list[tuple[str, str]]:
-    """(sample token, LIDAR_TOP sample_data token) of every keyframe of a
-    :class:`cns_ros.data.nuscenes.NuScenesKeyframes`, in its index order."""
-    from cns_ros.data.nuscenes import LIDAR_CHANNEL, scene_sample_tokens
-
-    tokens = [token for name in data.scene_names for token in scene_sample_tokens(data.nusc, name)]
+    """(sample token, lidar token) of every keyframe of a keyframe dataset
+    (:func:`cns_ros.data.keyframes.open_keyframes`), in its index order."""
+    tokens = data.sample_tokens()
     if len(tokens) != len(data):
         raise ValueError(f'{len(tokens)} sample tokens for {len(data)} keyframes')
-    return [(token, data.nusc.get('sample', token)['data'][LIDAR_CHANNEL]) for token in tokens]
+    return tokens
 
 
-def evaluate(root: str | os.PathLike[str], nusc: Any, samples: Sequence[tuple[str, str]]
-             ) -> dict[str, Any] | None:
-    """Quality of the cached labels against nuScenes-lidarseg, or None without lidarseg.
+def evaluate(root: str | os.PathLike[str], data: Any, samples: Sequence[tuple[str, str]],
+             class_names: Sequence[str]) -> dict[str, Any] | None:
+    """Quality of the cached labels against the dataset's ground truth, or None without any.
 
-    Over the finished keyframes of ``samples`` (any shard): IoU per nuScenes-16 class and mIoU
-    over the classes present (index 0 ignored) on keyframe points paired with >= 1 pixel (a
+    Over the finished keyframes of ``samples`` (any shard): IoU per class and mIoU over the
+    classes present (ignore label 255 skipped) on keyframe points paired with >= 1 pixel (a
     paired point whose views were all ignored counts as a miss), pixel accuracy, and the
     fractions of keyframe points paired / labelled.
 
     Args:
         root: Cache root.
-        nusc: The devkit ``NuScenes`` of the dataset.
+        data: The keyframe dataset; ``data.ground_truth(sample_token)`` gives the training ids
+            of a keyframe's own points (nuScenes-lidarseg-16, ScanNet-20 vertices) or None.
         samples: (sample token, lidar token) pairs, e.g. :func:`sample_tokens`.
+        class_names: The C training classes.
     """
-    from cns_ros.data.nuscenes import lidarseg16_table, read_lidarseg16
     from cns_ros.metrics import confusion_matrix, summary
     from cns_ros.teachers.lifting import paired_mask
-    from cns_ros.vocabulary import lidarseg16_to_train, nuscenes16
 
-    table, confusion = lidarseg16_table(nusc), np.zeros((16, 17), dtype=np.int64)
+    num_classes = len(class_names)
+    confusion = np.zeros((num_classes, num_classes + 1), dtype=np.int64)
     counts = {'total': 0, 'paired': 0, 'labelled': 0, 'keyframes': 0, 'with_gt': 0}
-    for sample_token, lidar_token in samples:
-        gt16 = read_lidarseg16(nusc, lidar_token, table)
+    for sample_token, _ in samples:
         path = keyframe_path(root, sample_token)
-        counts['with_gt'] += gt16 is not None
-        if gt16 is None or not path.is_file():
+        gt = data.ground_truth(sample_token)
+        counts['with_gt'] += gt is not None
+        if gt is None or not path.is_file():
             continue
-        item, m = read_keyframe(path), len(gt16)
+        item, m = read_keyframe(path), len(gt)
         paired = paired_mask(item.pair_point, m)
-        gt = lidarseg16_to_train(gt16)
-        confusion += confusion_matrix(gt[paired], item.labels[:m][paired], 16)
+        confusion += confusion_matrix(gt[paired], item.labels[:m][paired], num_classes)
         counts['total'] += m
         counts['paired'] += int(paired.sum())
         counts['labelled'] += int(np.count_nonzero(item.labels[:m] != 255))
         counts['keyframes'] += 1
     if not counts['with_gt']:
         return None
-    scores = summary(confusion, nuscenes16().names)
+    scores = summary(confusion, class_names)
     total = max(counts['total'], 1)
     scores.update(
-        description='pseudo-labels vs nuScenes-lidarseg-16 (index 0 ignored) on keyframe '
-        'points paired with >= 1 camera pixel; mIoU over the classes present',
+        description=f'pseudo-labels vs the {num_classes}-class ground truth (255 ignored) on '
+        'keyframe points paired with >= 1 camera pixel; mIoU over the classes present',
         paired_fraction=counts['paired'] / total, labelled_fraction=counts['labelled'] / total,
         keyframe_points=counts['total'], keyframes_evaluated=counts['keyframes'],
         keyframes_with_ground_truth=counts['with_gt'],

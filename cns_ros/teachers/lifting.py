@@ -30,6 +30,14 @@ B3.3) for every camera of a keyframe, each at its OWN timestamp::
   at the price of visible points near depth edges. Default synthetic world (34 keyframes),
   noise-free teacher at 224 x 416: accuracy of the lifted labels on paired keyframe points
   96.6 % -> 98.9 % (mIoU 85.3 -> 93.8), paired points 82.9 % -> 70.3 %.
+- Depth-image check (RGB-D data such as ScanNet, ``depth_check``; reference/scannet.md §4.2):
+  each camera brings its depth image (metres, 0 = invalid, any resolution: the pixel is looked
+  up with the same pixel-centre mapping), and a pair is kept iff the depth ``D`` at the point's
+  pixel is valid and ``|D - z| <= depth_abs_tolerance_m`` (``'absolute'``: CLIP2Scene and CNS,
+  5 cm at 640 x 480) or ``|D - z| <= depth_rel_tolerance * D`` (``'relative'``: OpenScene,
+  0.25). A point hidden behind a nearer surface sees that surface's depth and is dropped.
+  CLIP2Scene truncates the float pixel coordinate when it stores the pair; here the pixel is
+  always the rounded one (pixel centre), for the depth lookup and the stored pair alike.
 
 Fusion of several views of one point: confidence-weighted vote. Per point and class the
 confidences of the views voting for that class are summed; the label is the argmax (ties: the
@@ -62,6 +70,8 @@ if TYPE_CHECKING:
     from cns_ros.data.nuscenes import Keyframe
 
 FUSED_CONFIDENCE_MODES: tuple[str, ...] = ('support', 'share', 'max')
+DEPTH_CHECKS: tuple[str, ...] = ('none', 'absolute', 'relative')
+_CHOICES = {'fused_confidence': FUSED_CONFIDENCE_MODES, 'depth_check': DEPTH_CHECKS}
 
 
 @dataclass(frozen=True)
@@ -76,6 +86,11 @@ class LiftingConfig:
         occlusion_abs_tolerance_m: Absolute depth tolerance of the check, metres.
         occlusion_rel_tolerance: Relative depth tolerance (fraction of the cell's min depth).
         fused_confidence: 'support', 'share' or 'max' (module docstring).
+        depth_check: 'none', 'absolute' or 'relative': test pairs against each camera's
+            depth image (module docstring); needs depth images in :func:`compute_pairs`.
+        depth_abs_tolerance_m: Tolerance of the 'absolute' check, metres (CLIP2Scene: 0.05).
+        depth_rel_tolerance: Tolerance of the 'relative' check, fraction of the image depth
+            (OpenScene: 0.25).
     """
 
     min_depth: float = 1.0
@@ -85,6 +100,9 @@ class LiftingConfig:
     occlusion_abs_tolerance_m: float = 0.5
     occlusion_rel_tolerance: float = 0.2
     fused_confidence: str = 'support'
+    depth_check: str = 'none'
+    depth_abs_tolerance_m: float = 0.05
+    depth_rel_tolerance: float = 0.25
 
     def __post_init__(self) -> None:
         dilation = tuple(int(d) for d in self.occlusion_dilation)
@@ -96,12 +114,15 @@ class LiftingConfig:
             'occlusion_abs_tolerance_m': self.occlusion_abs_tolerance_m >= 0.0,
             'occlusion_rel_tolerance': self.occlusion_rel_tolerance >= 0.0,
             'fused_confidence': self.fused_confidence in FUSED_CONFIDENCE_MODES,
+            'depth_check': self.depth_check in DEPTH_CHECKS,
+            'depth_abs_tolerance_m': self.depth_abs_tolerance_m >= 0.0,
+            'depth_rel_tolerance': self.depth_rel_tolerance >= 0.0,
         }
         for name, ok in checks.items():
             if not ok:
                 raise ValueError(f'LiftingConfig.{name}: invalid value {getattr(self, name)!r}'
-                                 + (f'; expected one of {FUSED_CONFIDENCE_MODES}'
-                                    if name == 'fused_confidence' else ''))
+                                 + (f'; expected one of {_CHOICES[name]}'
+                                    if name in _CHOICES else ''))
 
 
 @dataclass(frozen=True)
@@ -272,8 +293,45 @@ def occlusion_visible(uv: np.ndarray, depth: np.ndarray, valid: np.ndarray,
     return out
 
 
+def depth_visible(uv: np.ndarray, depth: np.ndarray, valid: np.ndarray,
+                  image_sizes: np.ndarray, depths: Sequence[np.ndarray],
+                  config: LiftingConfig) -> np.ndarray:
+    """Depth-image visibility of projected points (module docstring, depth-image check).
+
+    Args:
+        uv: float (M, N, 2) pixel coordinates (col, row) at the true image size.
+        depth: float (M, N) depths along the optical axis, metres.
+        valid: bool (M, N) in-image and deep enough.
+        image_sizes: (M, 2) true ``(width, height)``.
+        depths: M depth images, float (h, w) metres, 0 = invalid (any resolution).
+        config: ``depth_check`` and its tolerance.
+
+    Returns:
+        bool (M, N): ``valid`` and consistent with the depth image.
+    """
+    if len(depths) != len(image_sizes):
+        raise ValueError(f'{len(depths)} depth images for {len(image_sizes)} cameras')
+    out = np.zeros_like(valid)
+    for m, image in enumerate(depths):
+        image = np.asarray(image)
+        if image.ndim != 2:
+            raise ValueError(f'depth image {m}: expected (h, w), found {image.shape}')
+        (n,) = np.nonzero(valid[m])
+        size = np.asarray(image.shape, dtype=np.int64)
+        true = np.asarray(image_sizes[m][::-1], dtype=np.int64)
+        row = _scaled_index(uv[m, n, 1], true[0], size[0])
+        col = _scaled_index(uv[m, n, 0], true[1], size[1])
+        measured = image[row, col].astype(np.float64)
+        error = np.abs(measured - depth[m, n])
+        limit = (config.depth_abs_tolerance_m if config.depth_check == 'absolute'
+                 else config.depth_rel_tolerance * measured)
+        out[m, n] = (measured > 0) & np.isfinite(measured) & (error <= limit)
+    return out
+
+
 def compute_pairs(points: ArrayLike, cameras: CameraSet, label_size: ArrayLike | None = None,
-                  config: LiftingConfig | None = None) -> PointPixelPairs:
+                  config: LiftingConfig | None = None,
+                  depths: Sequence[np.ndarray] | None = None) -> PointPixelPairs:
     """Pair N points with the pixels of M cameras (vectorized, one projection for all).
 
     Args:
@@ -283,11 +341,16 @@ def compute_pairs(points: ArrayLike, cameras: CameraSet, label_size: ArrayLike |
         label_size: ``(height, width)`` of the label maps the pixels index (one for all, or
             (M, 2)); None: the true image sizes.
         config: Depth limit and occlusion check; default :class:`LiftingConfig`.
+        depths: One depth image per camera (metres, 0 = invalid), required by
+            ``config.depth_check`` 'absolute' / 'relative' and ignored by 'none'.
 
     Returns:
         :class:`PointPixelPairs`, bounds checked at the true image size.
     """
     config = config or LiftingConfig()
+    if config.depth_check != 'none' and depths is None:
+        raise ValueError(f'LiftingConfig.depth_check = {config.depth_check!r} needs the '
+                         f'cameras\' depth images (an RGB-D dataset such as ScanNet)')
     xyz = np.asarray(points)[:, :3]
     sizes = _label_sizes(cameras, label_size)
     proj = project_to_cameras(xyz, cameras.cams_from_points, cameras.intrinsics,
@@ -295,6 +358,8 @@ def compute_pairs(points: ArrayLike, cameras: CameraSet, label_size: ArrayLike |
     valid = proj.valid
     if config.occlusion_check and valid.any():
         valid = occlusion_visible(proj.uv, proj.depth, valid, cameras.image_sizes, config)
+    if config.depth_check != 'none' and valid.any():
+        valid = depth_visible(proj.uv, proj.depth, valid, cameras.image_sizes, depths, config)
     cam, point = np.nonzero(valid)
     true_w, true_h = cameras.image_sizes[cam, 0], cameras.image_sizes[cam, 1]
     return PointPixelPairs(
@@ -308,9 +373,18 @@ def compute_pairs(points: ArrayLike, cameras: CameraSet, label_size: ArrayLike |
 def keyframe_pairs(keyframe: Keyframe, label_size: ArrayLike | None = None,
                    config: LiftingConfig | None = None,
                    channels: Sequence[str] | None = None) -> PointPixelPairs:
-    """:func:`compute_pairs` of all points of a keyframe (sweeps included) in its cameras."""
-    return compute_pairs(keyframe.points, keyframe_cameras(keyframe, channels), label_size,
-                         config)
+    """:func:`compute_pairs` of all points of a keyframe (sweeps included) in its cameras;
+    with ``config.depth_check`` the keyframe's ``load_depths()`` (RGB-D keyframes) gives the
+    depth images."""
+    config = config or LiftingConfig()
+    cameras = keyframe_cameras(keyframe, channels)
+    depths = None
+    if config.depth_check != 'none':
+        if not hasattr(keyframe, 'load_depths'):
+            raise ValueError(f'LiftingConfig.depth_check = {config.depth_check!r}: keyframe '
+                             f'{keyframe.sample_token} has no depth images (LiDAR data)')
+        depths = keyframe.load_depths(cameras.names)
+    return compute_pairs(keyframe.points, cameras, label_size, config, depths)
 
 
 def gather(pairs: PointPixelPairs, maps: ArrayLike) -> np.ndarray:

@@ -42,7 +42,9 @@ def network_configs(config: Any) -> tuple[Any, Any | None]:
         cfg3d = model_config(m.name_3d, **{
             'input_features': m.input_features, 'voxel_size': m.voxel_size,
             'out_dim': config.text.dim,
-            'local_head': clip2scene and config.clip2scene.spatial_temporal, **m.options_3d})
+            'local_head': clip2scene and (config.clip2scene.spatial_temporal
+                                          or config.clip2scene.pair_distillation),
+            **m.options_3d})
     except (ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f'model.options_3d / model.name_3d: {exc}') from None
     if clip2scene or not config.cns.network_2d:

@@ -92,8 +92,9 @@ def point_logits(net3d: Any, points: Any, columns: Mapping[str, Any] | None = No
 
     Args:
         net3d: From :func:`load_bundle_networks` (text embeddings set).
-        points: (N, >= 4) float array or tensor: x, y, z (metres, the sensor frame),
-            intensity (0..255), and ring as column 4 when present.
+        points: (N, 4 | 5 | 6) float array or tensor: x, y, z (metres, the sensor frame),
+            then intensity (0..255) and ring, or r, g, b (0..255)
+            (``cns_ros.models.minkunet.POINT_LAYOUTS``).
         columns: Extra named input columns (e.g. 'rgb'), see
             ``cns_ros.models.minkunet.assemble_point_features``.
 
@@ -103,19 +104,14 @@ def point_logits(net3d: Any, points: Any, columns: Mapping[str, Any] | None = No
     """
     import torch
 
-    from cns_ros.models.minkunet import assemble_point_features
+    from cns_ros.models.minkunet import assemble_point_features, point_columns
 
     device = next(net3d.parameters()).device
     if isinstance(points, torch.Tensor):
         pts = points.to(device=device, dtype=torch.float32)
     else:  # a copy: the input may be a read-only array
         pts = torch.from_numpy(np.array(points, dtype=np.float32)).to(device)
-    if pts.dim() != 2 or pts.shape[1] < 4:
-        raise ValueError(f'points: expected (N, >= 4) x, y, z, intensity[, ring], found '
-                         f'{tuple(pts.shape)}')
-    named: dict[str, Any] = {'xyz': pts[:, :3], 'intensity': pts[:, 3]}
-    if pts.shape[1] >= 5:
-        named['ring'] = pts[:, 4]
+    named: dict[str, Any] = point_columns(pts)
     named.update(columns or {})
     with torch.no_grad():
         features = assemble_point_features(named, net3d.config.input_features)

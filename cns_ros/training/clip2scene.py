@@ -22,11 +22,18 @@ Per step (:class:`Clip2SceneMethod.forward`), with P point <-> pixel pairs:
    products, and ``fusion_reduction: code`` averages over grids x ``max_per_grid`` slots with
    empty slots counting 0.5; ``mean`` averages over the real entries (paper). Entries are
    ordered by pair index within a super-voxel (the code's unstable sort picks arbitrarily).
+4. ``pair_distillation`` (ScanNet, reference A5.3: one "sweep", no super-voxels):
+   mean over pairs of 1 - cos(local head feature of the point, the CLIP teacher's dense feature
+   at the pair's pixel), the feature read from the cached patch grid at the patch holding the
+   pixel. When the teacher's width differs from the local head's (the simulated teachers' class
+   histograms), a fixed random projection (seeded by the run seed, not trained) maps it to the
+   head's width, as the code's random-projected MaskCLIP features.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from cns_ros.training.balance import ClassBalance
@@ -35,6 +42,29 @@ from cns_ros.training.config import Clip2SceneConfig, ModelConfig
 from cns_ros.training.data import TrainBatch
 from cns_ros.training.loop import LossOutput, Progress
 from cns_ros.vocabulary import IGNORE_INDEX
+
+
+def pair_feature_targets(batch: TrainBatch) -> torch.Tensor:
+    """float32 (P, D) the cached CLIP patch feature at each pair's pixel.
+
+    The pixel (row, col) at ``label_size`` (H, W) lies in patch (row * h // H, col * w // W)
+    of the (I, D, h, w) feature grid.
+    """
+    if batch.clip_features is None:
+        raise ValueError('clip2scene.pair_distillation needs the CLIP features in the '
+                         'per-image cache: make it with pseudo_label --save-2d '
+                         '--save-clip-features')
+    height, width = batch.label_size
+    grid_h, grid_w = batch.clip_features.shape[-2:]
+    rows = torch.div(batch.pair_row * grid_h, height, rounding_mode='floor')
+    cols = torch.div(batch.pair_col * grid_w, width, rounding_mode='floor')
+    return batch.clip_features[batch.pair_image, :, rows, cols]
+
+
+def random_projection(in_dim: int, out_dim: int, seed: int) -> torch.Tensor:
+    """float32 (in_dim, out_dim) fixed Gaussian projection (columns scaled by 1/sqrt(in))."""
+    generator = torch.Generator().manual_seed(int(seed))
+    return torch.randn(in_dim, out_dim, generator=generator) / in_dim ** 0.5
 
 
 def supervoxel_fusion_loss(local: torch.Tensor, grid: torch.Tensor, labels: torch.Tensor,
@@ -101,6 +131,18 @@ class Clip2SceneMethod(nn.Module):
                                            'self': config.self_training_prob}, seed, salt=5,
                                           per_rank=per_rank_switching)
         self.balance = ClassBalance(net3d.classifier.num_classes, config.class_balance)
+        self.seed = int(seed)
+        self.register_buffer('projection', torch.empty(0), persistent=False)
+
+    def pair_distillation(self, local: torch.Tensor, batch: TrainBatch) -> torch.Tensor:
+        """Mean over pairs of 1 - cos(local feature, CLIP feature at the pixel)."""
+        target = pair_feature_targets(batch).to(local.dtype)
+        if target.shape[1] != local.shape[1]:
+            if self.projection.shape != (target.shape[1], local.shape[1]):
+                self.projection = random_projection(target.shape[1], local.shape[1],
+                                                    self.seed).to(local.device)
+            target = target @ self.projection.to(local.dtype)
+        return (1.0 - F.cosine_similarity(local, target, dim=1)).mean()
 
     def source(self, progress: Progress) -> str:
         """'teacher' or 'self': the semantic targets of this step."""
@@ -130,6 +172,12 @@ class Clip2SceneMethod(nn.Module):
                 batch.pair_label, self.net3d.classifier.text_embeddings, c.max_per_grid,
                 c.fusion_temperature, c.fusion_reduction)
             weights['spatial_temporal'] = c.spatial_temporal_weight
+        if c.pair_distillation and c.pair_distillation_weight > 0:
+            if output.local is None:
+                raise ValueError('clip2scene.pair_distillation needs the 3D net\'s local head')
+            terms['pair_distillation'] = self.pair_distillation(
+                output.local[batch.pair_point], batch)
+            weights['pair_distillation'] = c.pair_distillation_weight
         if not terms:
             raise ValueError('every CLIP2Scene loss term is switched off')
         total = sum(weights[k] * v for k, v in terms.items())

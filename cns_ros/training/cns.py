@@ -305,13 +305,11 @@ class CoTraining:
 
 def point_input(batch: TrainBatch, model: ModelConfig) -> SparseBatch:
     """The 3D network's :class:`~cns_ros.models.sparse.SparseBatch` of a training batch."""
-    from cns_ros.models.minkunet import assemble_point_features
+    from cns_ros.models.minkunet import assemble_point_features, point_columns
     from cns_ros.models.sparse import voxelize_batch
 
     points = batch.points
-    features = assemble_point_features(
-        {'xyz': points[:, :3], 'intensity': points[:, 3], 'ring': points[:, 4]},
-        model.input_features)
+    features = assemble_point_features(point_columns(points), model.input_features)
     counts = torch.bincount(batch.point_element, minlength=batch.num_elements).tolist()
     if len(counts) > 1 and not bool((batch.point_element[1:] >= batch.point_element[:-1]).all()):
         raise ValueError('points must be grouped by batch element (point_element sorted)')

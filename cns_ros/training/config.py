@@ -337,9 +337,14 @@ class Clip2SceneConfig:
     class_balance: float = 0.0
     """Exponent of label-frequency class weights in the semantic CE, as ``cns.class_balance``
     (0 = the paper's plain CE)."""
+    pair_distillation: bool = False
+    """ScanNet's L_spatial (reference A5.3): per pair 1 - cos(local head feature, the CLIP
+    teacher's dense feature at the pair's pixel); needs a cache made with
+    ``pseudo_label --save-2d --save-clip-features`` and ``data.images: true``."""
+    pair_distillation_weight: float = 1.0
 
     def __post_init__(self) -> None:
-        for name in ('semantic_weight', 'spatial_temporal_weight'):
+        for name in ('semantic_weight', 'spatial_temporal_weight', 'pair_distillation_weight'):
             _check(getattr(self, name) >= 0, f'clip2scene.{name}', 'must be >= 0')
         for name in ('temperature', 'fusion_temperature', 'grid_size'):
             _check(getattr(self, name) > 0, f'clip2scene.{name}', 'must be > 0')
@@ -446,6 +451,11 @@ class TrainConfig:
                    'the 2D network needs data.images: true (or set cns.network_2d: false)')
         if self.paper:
             _check_paper_switching(self.cns, self.clip2scene)
+        if self.method == 'clip2scene' and self.clip2scene.pair_distillation:
+            _check(self.data.images and not self.data.image_augment.enabled,
+                   'clip2scene.pair_distillation', 'needs data.images: true (the per-image '
+                   'CLIP features) and data.image_augment off (the features are of the '
+                   'un-augmented images)')
         if self.method == 'cns' and self.data.image_augment.enabled:
             _check(not self.cns.latent, 'data.image_augment.enabled',
                    'the CNS latent loss compares with the SAM embeddings of the un-augmented '

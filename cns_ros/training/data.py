@@ -1,4 +1,4 @@
-"""Training data: keyframes of the nuScenes reader joined with the pseudo-label cache.
+"""Training data: keyframes (nuScenes samples, ScanNet scans) joined with the pseudo-labels.
 
 One item = one cached keyframe (cns_ros/teachers/cache.py format): its LiDAR points (keyframe
 sweep first, then the previous sweeps, as the cache indexes them), the cached per-point labels,
@@ -106,6 +106,8 @@ class TrainBatch:
         sam_embedding: float32 (I, 256, 64, 64) SAM embeddings, or None when any is missing
             (always None with ``DataConfig.image_augment``: they are of un-augmented images).
         sam_valid: int64 (I, 2) (rows, cols) of the embedding grid holding image content.
+        clip_features: float32 (I, D, h, w) the CLIP teacher's dense patch features, or None
+            when any image lacks them (``pseudo_label --save-clip-features``).
         sample_tokens: The B keyframes' sample tokens.
     """
 
@@ -127,6 +129,7 @@ class TrainBatch:
     sam_embedding: torch.Tensor | None = None
     sam_valid: torch.Tensor | None = None
     sample_tokens: tuple[str, ...] = ()
+    clip_features: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> TrainBatch:
         """A copy with every tensor on ``device`` (non-blocking from pinned memory)."""
@@ -162,10 +165,10 @@ class CachedKeyframes(torch.utils.data.Dataset):
 
     def __init__(self, config: DataConfig, seed: int = 0, grid_size: float | None = None,
                  augment: bool = True) -> None:
-        from cns_ros.data.nuscenes import NuScenesKeyframes
+        from cns_ros.data.keyframes import open_keyframes
 
         if config.dataroot is None:
-            raise ValueError('no nuScenes dataroot: pass --dataroot (or data.dataroot)')
+            raise ValueError('no dataroot: pass --dataroot (or data.dataroot)')
         if config.cache is None:
             raise CacheNotFoundError('no pseudo-label cache: pass --cache (or data.cache), a '
                                      'folder made by offline_training/pseudo_label.py')
@@ -178,15 +181,18 @@ class CachedKeyframes(torch.utils.data.Dataset):
                 f'make it with python -m offline_training.pseudo_label --out {self.root} ...')
         self.manifest = manifest
         dataset = manifest['dataset']
-        if dataset['version'] != config.version:
+        self.dataset_name = str(dataset.get('name', 'nuscenes'))
+        if self.dataset_name == 'nuscenes' and dataset['version'] != config.version:
             raise ValueError(f'the cache {self.root} was made from nuScenes version '
                              f'{dataset["version"]!r}, not {config.version!r} (--version)')
         self.cache_sweeps = int(manifest['config']['num_sweeps'])
         if config.num_sweeps > self.cache_sweeps:
             raise ValueError(f'data.num_sweeps = {config.num_sweeps} but the cache {self.root} '
                              f'holds {self.cache_sweeps} previous sweeps per keyframe')
-        self.keyframes = NuScenesKeyframes(config.dataroot, config.version, dataset['split'],
-                                           self.cache_sweeps, scenes=dataset['scenes'])
+        self.keyframes = open_keyframes(
+            self.dataset_name, config.dataroot, version=config.version, split=dataset['split'],
+            num_sweeps=self.cache_sweeps, scenes=dataset['scenes'],
+            layout=dataset.get('layout', '25k'), every=int(dataset.get('every', 1)))
         tokens = cache.sample_tokens(self.keyframes)
         self.indices = [k for k, (sample, _) in enumerate(tokens)
                         if cache.keyframe_path(self.root, sample).is_file()]
@@ -294,7 +300,7 @@ class CachedKeyframes(torch.utils.data.Dataset):
 
         height, width = (int(v) for v in item.label_size)
         out: dict[str, list[Any]] = {'images': [], 'image_labels': [], 'segments': [],
-                                     'sam_embedding': [], 'sam_valid': []}
+                                     'sam_embedding': [], 'sam_valid': [], 'clip_features': []}
         for k, (channel, token, size) in enumerate(zip(
                 item.cameras.tolist(), item.camera_tokens.tolist(), item.image_sizes.tolist(),
                 strict=True)):
@@ -314,6 +320,7 @@ class CachedKeyframes(torch.utils.data.Dataset):
             out['image_labels'].append(arrays['labels'].astype(np.int64))
             out['segments'].append(arrays.get('segments'))
             out['sam_embedding'].append(arrays.get('embedding'))
+            out['clip_features'].append(arrays.get('clip_features'))
             out['sam_valid'].append(valid_embedding_size(int(size[1]), int(size[0])))
         return out
 
@@ -353,7 +360,7 @@ def collate(samples: Sequence[dict[str, Any]]) -> TrainBatch:
         'pair_col', 'pair_label')}
     with_images = 'images' in samples[0]
     images: dict[str, list[Any]] = {k: [] for k in (
-        'images', 'image_labels', 'segments', 'sam_embedding', 'sam_valid')}
+        'images', 'image_labels', 'segments', 'sam_embedding', 'sam_valid', 'clip_features')}
     for b, s in enumerate(samples):
         n = len(s['points'])
         if s['separate_sweeps']:  # one network batch element per sweep
@@ -394,7 +401,8 @@ def collate(samples: Sequence[dict[str, Any]]) -> TrainBatch:
         sam_embedding=_stack_optional(images['sam_embedding'], torch.float32),
         sam_valid=(torch.tensor(images['sam_valid'], dtype=torch.int64).reshape(-1, 2)
                    if with_images else None),
-        sample_tokens=tuple(s['token'] for s in samples))
+        sample_tokens=tuple(s['token'] for s in samples),
+        clip_features=_stack_optional(images['clip_features'], torch.float32))
 
 
 class EpochBatchSampler(torch.utils.data.Sampler):
@@ -447,23 +455,25 @@ def _worker_init(worker_id: int) -> None:
 
 
 class PointEvaluator:
-    """mIoU of a 3D network's keyframe predictions against nuScenes-lidarseg (in training).
+    """mIoU of a 3D network's keyframe predictions against the ground truth (in training).
 
-    Keyframe sweep only, no augmentation; predictions are argmax of the text logits; ground
-    truth lidarseg-16 -> training ids (0 = ignore). Scores via :mod:`cns_ros.metrics`.
+    Keyframe points only (no previous sweeps), no augmentation; predictions are argmax of the
+    text logits; ground truth as training ids (``Keyframe.train_labels()``: nuScenes-lidarseg-16
+    or ScanNet-20 vertices). Scores via :mod:`cns_ros.metrics`.
 
     Args:
-        dataroot, version, split: The evaluation keyframes (must have lidarseg).
+        dataroot, version, split: The evaluation keyframes (must have ground truth).
         input_features, voxel_size: The network's input.
         limit: Evaluate at most this many keyframes (evenly spread), None = all.
+        dataset: 'nuscenes' or 'scannet' (:func:`cns_ros.data.keyframes.open_keyframes`).
     """
 
     def __init__(self, dataroot: str, version: str, split: str,
                  input_features: Sequence[str], voxel_size: float,
-                 limit: int | None = None) -> None:
-        from cns_ros.data.nuscenes import NuScenesKeyframes
+                 limit: int | None = None, dataset: str = 'nuscenes') -> None:
+        from cns_ros.data.keyframes import open_keyframes
 
-        self.keyframes = NuScenesKeyframes(dataroot, version, split, 0)
+        self.keyframes = open_keyframes(dataset, dataroot, version=version, split=split)
         count = len(self.keyframes)
         step = 1 if limit is None or count <= limit else count / limit
         self.indices = sorted({int(k * step) for k in range(min(count, limit or count))})
@@ -473,9 +483,8 @@ class PointEvaluator:
     def __call__(self, method: torch.nn.Module) -> dict[str, float]:
         """{'miou', 'accuracy'} of ``method.net3d`` over the evaluation keyframes."""
         from cns_ros.metrics import confusion_matrix, summary
-        from cns_ros.models.minkunet import assemble_point_features
+        from cns_ros.models.minkunet import assemble_point_features, point_columns
         from cns_ros.models.sparse import voxelize_batch
-        from cns_ros.vocabulary import lidarseg16_to_train
 
         net = method.net3d
         device = next(net.parameters()).device
@@ -483,15 +492,13 @@ class PointEvaluator:
         confusion = np.zeros((num_classes, num_classes + 1), dtype=np.int64)
         for k in self.indices:
             keyframe = self.keyframes[k]
-            if keyframe.lidarseg is None:
+            gt = keyframe.train_labels()
+            if gt is None:
                 continue
             points = torch.from_numpy(np.array(keyframe.points, dtype=np.float32)).to(device)
-            features = assemble_point_features(
-                {'xyz': points[:, :3], 'intensity': points[:, 3], 'ring': points[:, 4]},
-                self.input_features)
+            features = assemble_point_features(point_columns(points), self.input_features)
             output = net(voxelize_batch([points[:, :3]], [features], self.voxel_size))
             pred = net.classifier(output.features).argmax(dim=1).cpu().numpy()
-            gt = lidarseg16_to_train(keyframe.lidarseg)
             confusion += confusion_matrix(gt, pred[:len(gt)], num_classes)
         scores = summary(confusion, [str(c) for c in range(num_classes)])
         return {'miou': scores['miou'], 'accuracy': scores['accuracy']}
