@@ -35,6 +35,12 @@ annotates objects and the driveable surface only, so the mIoU is over the 11 cla
 be scored (sidewalk, terrain, other_flat, manmade and vegetation cannot; the mapping table is in
 cns_ros/data/nuimages.py), and the output says so (offline_training/evaluate_nuimages.py).
 
+--dataset scannet scores a bundle on ScanNet v2 (or the synthetic indoor world): 3D per mesh
+vertex of every scan, 2D per labelled frame at 640 x 480, with the official benchmark's
+semantics and the three mean-IoU conventions side by side (official, CLIP2Scene, OpenScene);
+--format scannet also writes the official per-scan prediction files
+(offline_training/evaluate_scannet.py).
+
 examples:
   python -m offline_training.evaluate --bundle bundles/cns --dataroot data/nuscenes \\
       --version v1.0-trainval --split val --out eval/cns --format nuscenes --official
@@ -42,6 +48,8 @@ examples:
       --version v1.0-mini --split mini_val --cache cache/synthetic_val --out eval/syn
   python -m offline_training.evaluate --dataset nuimages --bundle bundles/cns \\
       --dataroot data/nuimages --version v1.0-val --out eval/cns_nuimages
+  python -m offline_training.evaluate --dataset scannet --bundle bundles/scannet_cns \\
+      --dataroot data/scannet --split val --cache cache/scannet_val --out eval/scannet
 
 exit status: 0 done, 2 bad arguments, bundle, dataset or cache.
 """
@@ -116,7 +124,8 @@ def format_scores(title: str, rows: dict[str, dict[str, Any]]) -> str:
     for name in names:
         lines.append(f'{name:<{width}}' + ''.join(cell(rows[h]['classes'][name]['iou'])
                                                   for h in heads))
-    for key in ('miou', 'miou_present', 'miou_union0_as_1', 'accuracy'):
+    means = [key for key in next(iter(rows.values())) if key.startswith('miou')]
+    for key in (*means, 'accuracy'):
         lines.append(f'{key:<{width}}' + ''.join(cell(rows[h][key]) for h in heads))
     lines.append(f'{"points":<{width}}' + ''.join(f'{rows[h]["points"]:>14}' for h in heads))
     return '\n'.join(lines)
@@ -152,19 +161,24 @@ def bar_chart(path: Path, title: str, rows: dict[str, dict[str, Any]]) -> None:
 
 # --- evaluation -----------------------------------------------------------------------------
 
-def class_order(vocabulary: Any) -> np.ndarray:
-    """Bundle class index of each nuScenes-16 class (in nuscenes16 order).
+def class_order(vocabulary: Any, benchmark: Any = None) -> np.ndarray:
+    """Bundle class index of each benchmark class (in benchmark order).
+
+    Args:
+        vocabulary: The bundle's vocabulary.
+        benchmark: The benchmark's vocabulary (default nuScenes-16).
 
     Raises:
-        ValueError: The bundle's vocabulary lacks a nuScenes-16 class.
+        ValueError: The bundle's vocabulary lacks a benchmark class.
     """
     from cns_ros.vocabulary import VocabularyError, nuscenes16
 
+    benchmark = benchmark or nuscenes16()
     try:
-        return np.array([vocabulary.index(name) for name in nuscenes16().names], dtype=np.int64)
+        return np.array([vocabulary.index(name) for name in benchmark.names], dtype=np.int64)
     except VocabularyError as exc:
-        raise ValueError(f'nuScenes-16 evaluation needs every nuscenes16 class in the '
-                         f'bundle vocabulary: {exc}') from None
+        raise ValueError(f'{benchmark.name} evaluation needs every {benchmark.name} class in '
+                         f'the bundle vocabulary: {exc}') from None
 
 
 class Evaluator:
@@ -176,14 +190,17 @@ class Evaluator:
         device: The networks' device.
         image_size: (H, W) the 2D network's input size, or None for the image's own.
         cache: Pseudo-label cache root for the teacher's scores, or None.
-        gt2d: Synthetic per-pixel ground-truth reader, or None (no 2D scores).
-        predictions: Folder of the lidarseg prediction files, or None.
+        gt2d: Synthetic per-pixel ground-truth reader, or None: 2D scores only on camera frames
+            that carry their own labels (``load_train_labels``: ScanNet).
+        predictions: Writes a keyframe's prediction file: ``predictions(keyframe, pred)``
+            with train ids of its points, or None.
     """
 
     def __init__(self, net3d: Any, net2d: Any, order: np.ndarray, device: Any,
                  image_size: tuple[int, int] | None, cache: Path | None = None,
-                 gt2d: Any = None, predictions: Path | None = None) -> None:
+                 gt2d: Any = None, predictions: Any = None) -> None:
         self.net3d, self.net2d, self.order = net3d, net2d, order
+        self.num_classes = len(order)
         self.device, self.image_size = device, image_size
         self.cache, self.gt2d, self.predictions = cache, gt2d, predictions
         self.confusion: dict[str, np.ndarray] = {}
@@ -192,11 +209,11 @@ class Evaluator:
 
     def add(self, key: str, gt: np.ndarray, pred: np.ndarray) -> None:
         """Add (train-id ground truth, train-id predictions) to confusion ``key``."""
-        conf = confusion_matrix(gt, pred, NUM_CLASSES)
+        conf = confusion_matrix(gt, pred, self.num_classes)
         self.confusion[key] = self.confusion.get(key, 0) + conf
 
     def predict_points(self, points: np.ndarray) -> np.ndarray:
-        """int64 (N,) nuScenes-16 train ids of an (N, 5) cloud."""
+        """int64 (N,) benchmark train ids of an (N, 4 | 5 | 6) cloud."""
         from cns_ros.training.bundle_networks import point_logits
 
         logits = point_logits(self.net3d, points)
@@ -221,17 +238,15 @@ class Evaluator:
 
     def keyframe(self, keyframe: Any) -> None:
         """Predict one keyframe, write its prediction file, score it (3D, teacher, 2D)."""
-        from cns_ros.vocabulary import lidarseg16_to_train
-
         m = keyframe.num_keyframe_points
         pred = self.predict_points(np.asarray(keyframe.points))[:m]
         if self.predictions is not None:
-            _write_prediction(self.predictions, keyframe.lidar_token, pred)
-        if keyframe.lidarseg is None:
+            self.predictions(keyframe, pred)
+        gt = keyframe.train_labels()
+        if gt is None:
             self.counts['without_ground_truth'] += 1
             return
         self.counts['keyframes'] += 1
-        gt = lidarseg16_to_train(keyframe.lidarseg)
         self.add('net3d', gt, pred)
         teacher = _teacher_3d(self.cache, keyframe.sample_token, m)
         if teacher is not None:
@@ -239,16 +254,28 @@ class Evaluator:
             self.add('net3d_paired', gt[paired], pred[paired])
             self.add('teacher', gt[paired], labels[paired])
             self.counts['teacher_keyframes'] += 1
-        if self.gt2d is not None and self.net2d is not None:
+        if self.net2d is not None:
             for frame in keyframe.cameras.values():
                 self.image(frame)
 
+    def _target_2d(self, frame: Any) -> np.ndarray | None:
+        """Train-id ground truth of a camera image: the frame's own (ScanNet label PNGs), else
+        the synthetic world's rendered one, else None."""
+        if hasattr(frame, 'load_train_labels'):
+            return frame.load_train_labels()
+        if self.gt2d is None:
+            return None
+        return self.gt2d.load(frame.sample_data_token).train_labels()
+
     def image(self, frame: Any) -> None:
-        """Score the 2D network (and the cached teacher labels) on one camera image."""
+        """Score the 2D network (and the cached teacher labels) on one camera image with
+        ground truth."""
         from cns_ros.geometry import resize_nearest
         from cns_ros.teachers import cache
 
-        target = self.gt2d.load(frame.sample_data_token).train_labels()
+        target = self._target_2d(frame)
+        if target is None:
+            return
         self.add('net2d', target, self.predict_image(frame.load_image(), target.shape))
         self.counts['images'] += 1
         path = cache.image_path(self.cache, frame.sample_data_token) if self.cache else None
@@ -275,11 +302,15 @@ def _teacher_3d(cache_root: Path | None, sample_token: str, m: int
     return item.labels[:m].astype(np.int64), paired_mask(item.pair_point, m)
 
 
-def _write_prediction(folder: Path, lidar_token: str, pred: np.ndarray) -> None:
+def _lidarseg_writer(folder: Path) -> Any:
+    """``(keyframe, pred)`` -> the devkit's ``<lidar token>_lidarseg.bin`` in ``folder``."""
     from cns_ros.vocabulary import train_to_lidarseg16
 
-    atomic_write_bytes(folder / f'{lidar_token}_lidarseg.bin',
-                       train_to_lidarseg16(pred).astype(np.uint8).tobytes())
+    def write(keyframe: Any, pred: np.ndarray) -> None:
+        atomic_write_bytes(folder / f'{keyframe.lidar_token}_lidarseg.bin',
+                           train_to_lidarseg16(pred).astype(np.uint8).tobytes())
+
+    return write
 
 
 def _ground_truth_2d(dataroot: Path) -> tuple[Any, str | None]:
@@ -319,7 +350,8 @@ def run(args: argparse.Namespace, bundle: Any, net3d: Any, net2d: Any, device: A
     size = bundle.metadata.get('image_size') or DEFAULT_IMAGE_SIZE  # the live node's input
     evaluator = Evaluator(net3d, net2d, class_order(bundle.vocabulary), device,
                           (int(size[0]), int(size[1])), cache=args.cache, gt2d=gt2d,
-                          predictions=predictions)
+                          predictions=None if predictions is None else _lidarseg_writer(
+                              predictions))
     for k in tqdm(indices, desc='evaluate', unit='keyframe', disable=not args.progress):
         evaluator.keyframe(data[k])
     counts = evaluator.counts
@@ -375,14 +407,16 @@ def write_outputs(out: Path, document: dict[str, Any]) -> list[Path]:
                      ('teacher', 'teacher, paired points')],
               '2d': [('net2d', '2D net'), ('teacher_2d', 'teacher 2D labels')]}
     dataset = document['dataset']
-    where = dataset.get('split') or 'all scenes'
+    where, classes = dataset.get('split') or 'all scenes', 'nuScenes-16'
     if dataset.get('kind') == 'nuimages':
         where = f'nuImages {dataset["version"]}, scorable classes only'
+    elif dataset.get('kind') == 'scannet':
+        classes = 'ScanNet-20'
     for kind, members in groups.items():
         rows = {label: document[key] for key, label in members if key in document}
         if rows:
             path = out / f'iou_{kind}.png'
-            bar_chart(path, f'{kind.upper()} per-class IoU, nuScenes-16 ({where})', rows)
+            bar_chart(path, f'{kind.upper()} per-class IoU, {classes} ({where})', rows)
             written.append(path)
     return written
 
@@ -402,20 +436,25 @@ def build_parser() -> argparse.ArgumentParser:
                         'temporary bundle first, so the evaluated networks are the deployed '
                         'ones)')
     source.add_argument('--run', type=Path, help='a training run folder: its newest checkpoint')
-    add('--dataset', choices=('nuscenes', 'nuimages'), default='nuscenes',
+    add('--dataset', choices=('nuscenes', 'nuimages', 'scannet'), default='nuscenes',
         help="'nuimages': score the 2D network on a nuImages version's key camera images "
-        '(the classes nuImages annotates only; default: %(default)s)')
-    add('--dataroot', required=True, type=Path, help='nuScenes (or synthetic) root folder, or '
-        'the nuImages root with --dataset nuimages')
+        "(the classes nuImages annotates only); 'scannet': ScanNet v2 20 classes, 3D per "
+        'mesh vertex and 2D per labelled frame (default: %(default)s)')
+    add('--dataroot', required=True, type=Path, help='nuScenes (or synthetic) root folder, the '
+        'nuImages root with --dataset nuimages, or the ScanNet (or synthetic indoor) root')
+    add('--layout', choices=('25k', 'export'), default='25k', help='ScanNet frames (2D '
+        'scores need the label PNGs of the 25k layout; default: %(default)s)')
+    add('--every', type=int, default=1, help='ScanNet: every k-th frame (default: 1)')
     add('--version', default='v1.0-trainval', help='nuScenes version folder (default: '
         '%(default)s)')
-    add('--split', help="devkit split: 'val', 'mini_val', ... (default: every scene of the "
-        'version)')
+    add('--split', help="devkit split: 'val', 'mini_val', ... or ScanNet 'val' (default: every "
+        'scene of the version)')
     add('--scenes', nargs='+', metavar='NAME', help='only these scenes (within --split)')
     add('--out', required=True, type=Path, help='output folder (metrics.json, iou_*.png, '
         'lidarseg/)')
-    add('--format', choices=('json', 'nuscenes'), default='json', help="'nuscenes' also writes "
-        'the lidarseg prediction files of the official evaluator (needs --split)')
+    add('--format', choices=('json', 'nuscenes', 'scannet'), default='json', help="'nuscenes' "
+        'also writes the lidarseg prediction files of the official evaluator (needs --split); '
+        "'scannet' the official per-scan <scene>.txt files (nyu40 ids per vertex)")
     add('--official', action='store_true', help='with --format nuscenes: run the devkit\'s '
         'LidarSegEval on the written files and record its mIoU (needs every scene of --split)')
     add('--cache', type=Path, help='pseudo-label cache of the same scenes: add the teacher\'s '
@@ -442,6 +481,15 @@ def _check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
         if used:
             parser.error(f'--dataset nuimages scores the 2D network on every sample of '
                          f'--version: drop {", ".join(used)}')
+    if args.dataset == 'scannet':
+        used = [flag for flag, on in (('--official', args.official),
+                                      ('--format nuscenes', args.format == 'nuscenes'),
+                                      ('--num-sweeps', args.num_sweeps)) if on]
+        if used:
+            parser.error(f'--dataset scannet has no LiDAR sweeps or devkit evaluator: drop '
+                         f'{", ".join(used)}')
+    elif args.format == 'scannet':
+        parser.error('--format scannet needs --dataset scannet')
     if args.format == 'nuscenes' and not args.split:
         parser.error('--format nuscenes needs --split (the folder name and the eval_set of '
                      'the official evaluator)')
@@ -463,6 +511,10 @@ def _run(args: argparse.Namespace, bundle: Any, net3d: Any, net2d: Any, device: 
     """The metrics document of ``--dataset`` (nuScenes: :func:`run`)."""
     if args.dataset == 'nuscenes':
         return run(args, bundle, net3d, net2d, device)
+    if args.dataset == 'scannet':
+        from offline_training.evaluate_scannet import run_scannet
+
+        return run_scannet(args, bundle, net3d, net2d, device)
     from offline_training.evaluate_nuimages import run_nuimages
 
     if net2d is None:
@@ -481,7 +533,9 @@ def _print_tables(document: dict[str, Any]) -> None:
                             {'net2d': document['net2d']}))
         return
     tables = {k: document[k] for k in ('net3d', 'net3d_paired', 'teacher') if k in document}
-    print(format_scores(f'3D, nuScenes-16 IoU (%), {dataset["keyframes"]} keyframes', tables))
+    what = ('ScanNet-20 IoU (%) per vertex', 'scans') if dataset.get('kind') == 'scannet' else (
+        'nuScenes-16 IoU (%)', 'keyframes')
+    print(format_scores(f'3D, {what[0]}, {dataset["keyframes"]} {what[1]}', tables))
     tables = {k: document[k] for k in ('net2d', 'teacher_2d') if k in document}
     if tables:
         print(format_scores(f'2D, IoU (%), {dataset["images"]} images', tables))

@@ -9,9 +9,11 @@ exactly where a checkpoint left it (same step, optimizer, schedule, RNG and data
 
 Text embeddings (the classifier of both networks) come from text.embeddings (safetensors),
 text.clip_checkpoint (local CLIP weights) or, for smoke runs and simulated teachers only,
-text.random: true. Runs under torchrun as is (DDP, one process per GPU). ``--set paper=true``
-makes the reference code's choices (cns_ros/paper.py): its literal class names in the prompts
-of text.clip_checkpoint, per-rank target draws, its switching rule enforced.
+text.random: true. The dataset (nuScenes or ScanNet) is the one the cache was made from (its
+manifest names it; pseudo_label --dataset). Runs under torchrun as is (DDP, one process per
+GPU). ``--set paper=true`` makes the reference code's choices (cns_ros/paper.py): its literal
+class names in the prompts of text.clip_checkpoint, per-rank target draws, its switching rule
+enforced.
 
 examples:
   python -m offline_training.train --config config/train/nuscenes_cns.yaml \\
@@ -21,6 +23,8 @@ examples:
   torchrun --nproc-per-node 4 -m offline_training.train --config ... --out runs/cns
   python -m offline_training.train --config config/train/synthetic_cns.yaml \\
       --dataroot data/synthetic --version v1.0-mini --cache cache/synthetic --out runs/syn
+  python -m offline_training.train --config config/train/scannet_cns.yaml \\
+      --dataroot data/scannet --cache cache/scannet_train --out runs/scannet_cns
   python -m offline_training.train --resume runs/cns/checkpoints/step_00004000.pt --out runs/cns
 
 exit status: 0 done, 2 bad arguments, config, dataset or cache.
@@ -56,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         'config with --resume)')
     add('--set', action='append', default=[], metavar='KEY=VALUE', dest='overrides',
         help='override a config value, e.g. --set optim.lr=0.01 (repeatable)')
-    add('--dataroot', help='nuScenes (or synthetic) root (data.dataroot)')
+    add('--dataroot', help='nuScenes or ScanNet (or synthetic world) root (data.dataroot)')
     add('--version', help='nuScenes version folder (data.version)')
     add('--cache', help='pseudo-label cache root (data.cache)')
     add('--out', type=Path, required=True, help='run folder (created)')
