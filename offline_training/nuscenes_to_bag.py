@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -55,8 +54,23 @@ from typing import Any
 
 import numpy as np
 
-from cns_ros.calibration import Calibration, camera_info_fields, save_calibration
-from cns_ros.data.bags import offered_qos
+from cns_ros.calibration import Calibration, save_calibration
+from cns_ros.data.bag_writer import (
+    BAG_VERSION,
+    STORAGES,
+    StampedPose,
+    TopicWriter,
+    camera_info,
+    cloud_message,
+    ego_twists,
+    folder_size,
+    header,
+    odometry,
+    open_writer,
+    refuse_existing,
+    staged_bag,
+    transform_stamped,
+)
 from cns_ros.data.nuscenes import (
     CAMERA_CHANNELS,
     LIDAR_CHANNEL,
@@ -69,7 +83,7 @@ from cns_ros.data.nuscenes import (
     sample_data_by_scene,
     select_scenes,
 )
-from cns_ros.geometry import matrix_to_quat, quat_to_matrix, quat_xyzw_from_wxyz
+from cns_ros.geometry import quat_xyzw_from_wxyz
 from cns_ros.pointcloud import create_cloud, create_cloud_from_columns
 
 MAP_FRAME = 'map'
@@ -79,9 +93,8 @@ LABELS_TOPIC = '/lidar_top/labels_gt'
 ODOM_TOPIC = '/odom'
 TF_TOPIC = '/tf'
 TF_STATIC_TOPIC = '/tf_static'
-#: Bag metadata version (8: readable by Humble's rosbag2, see the module docstring).
-BAG_VERSION = 8
-STORAGES = ('mcap', 'sqlite3')
+__all__ = ['BAG_VERSION', 'STORAGES', 'ConversionSummary', 'build_parser', 'camera_info_topic',
+           'convert', 'ego_twists', 'image_topic', 'main']
 _PCD_DTYPE = np.dtype([(name, '<f4') for name in ('x', 'y', 'z', 'intensity', 'ring')])
 # Sort order of messages that share a timestamp.
 _TF_STATIC, _POSE, _LIDAR, _LABELS, _CAMERA = range(5)
@@ -120,64 +133,6 @@ class ConversionSummary:
     seconds: float
 
 
-def _stamp(ts: Any, stamp_ns: int) -> Any:
-    return ts.types['builtin_interfaces/msg/Time'](sec=stamp_ns // 10**9,
-                                                   nanosec=stamp_ns % 10**9)
-
-
-def _header(ts: Any, stamp_ns: int, frame_id: str) -> Any:
-    return ts.types['std_msgs/msg/Header'](stamp=_stamp(ts, stamp_ns), frame_id=frame_id)
-
-
-def _transform_stamped(ts: Any, stamp_ns: int, parent: str, child: str,
-                       translation: np.ndarray, rotation_xyzw: np.ndarray) -> Any:
-    t = ts.types
-    transform = t['geometry_msgs/msg/Transform'](
-        translation=t['geometry_msgs/msg/Vector3'](*(float(v) for v in translation)),
-        rotation=t['geometry_msgs/msg/Quaternion'](*(float(v) for v in rotation_xyzw)))
-    return t['geometry_msgs/msg/TransformStamped'](header=_header(ts, stamp_ns, parent),
-                                                   child_frame_id=child, transform=transform)
-
-
-def _cloud_message(ts: Any, cloud: Any, stamp_ns: int, frame_id: str) -> Any:
-    return cloud.to_message(ts.types['sensor_msgs/msg/PointCloud2'],
-                            ts.types['sensor_msgs/msg/PointField'],
-                            _header(ts, stamp_ns, frame_id))
-
-
-@dataclass(frozen=True)
-class _Pose:
-    """An ego pose: stamp (ns), position (3,) metres in map, orientation (x, y, z, w)."""
-
-    stamp_ns: int
-    position: np.ndarray
-    orientation: np.ndarray
-
-
-def ego_twists(poses: Sequence[_Pose]) -> tuple[np.ndarray, np.ndarray]:
-    """Body-frame velocities of a pose sequence by central differences (one-sided at ends).
-
-    Returns:
-        ``(linear, angular)``: float64 (N, 3) each, m/s and rad/s in base_link at each pose;
-        zeros for a single pose.
-    """
-    n = len(poses)
-    if n < 2:
-        return np.zeros((n, 3)), np.zeros((n, 3))
-    t = np.array([p.stamp_ns for p in poses], dtype=np.float64) * 1e-9
-    pos = np.stack([p.position for p in poses])
-    rot = quat_to_matrix(np.stack([p.orientation for p in poses]))
-    after, before = np.minimum(np.arange(n) + 1, n - 1), np.maximum(np.arange(n) - 1, 0)
-    dt = np.maximum(t[after] - t[before], 1e-9)[:, None]
-    velocity = (pos[after] - pos[before]) / dt
-    linear = np.einsum('nji,nj->ni', rot, velocity)  # R^T v: map -> base_link
-    q = matrix_to_quat(np.swapaxes(rot[before], 1, 2) @ rot[after])  # w >= 0
-    norm = np.linalg.norm(q[:, :3], axis=1, keepdims=True)
-    scale = np.where(norm > 1e-12, 2.0 * np.arctan2(norm, q[:, 3:]) / np.maximum(norm, 1e-12),
-                     2.0)
-    return linear, q[:, :3] * scale / dt
-
-
 def _scene_events(nusc: Any, scene: str, channels: dict[str, list[dict[str, Any]]],
                   has_labels: set[str]) -> list[tuple[int, int, str, Any]]:
     """(stamp_ns, order, scene, payload) of every message of one scene, unsorted."""
@@ -194,7 +149,7 @@ def _scene_events(nusc: Any, scene: str, channels: dict[str, list[dict[str, Any]
                 events.append((stamp, _CAMERA, scene, record))
             pose = nusc.get('ego_pose', record['ego_pose_token'])
             poses.setdefault(int(pose['timestamp']) * 1000, pose)
-    ordered = [_Pose(stamp, np.asarray(p['translation'], dtype=np.float64),
+    ordered = [StampedPose(stamp, np.asarray(p['translation'], dtype=np.float64),
                      quat_xyzw_from_wxyz(p['rotation'])) for stamp, p in sorted(poses.items())]
     linear, angular = ego_twists(ordered)
     events += [(p.stamp_ns, _POSE, scene, (p, linear[i], angular[i]))
@@ -205,28 +160,13 @@ def _scene_events(nusc: Any, scene: str, channels: dict[str, list[dict[str, Any]
 
 
 class _BagWriter:
-    """Turns events into messages on a rosbags Writer; counts messages per topic."""
+    """Turns events into messages on a :class:`TopicWriter` (which counts them per topic)."""
 
-    def __init__(self, writer: Any, nusc: Any, calibrations: dict[str, Calibration]) -> None:
-        from rosbags.typesys import Stores, get_typestore
-
-        self.ts = get_typestore(Stores.ROS2_HUMBLE)
-        self.writer, self.nusc, self.calibrations = writer, nusc, calibrations
+    def __init__(self, topics: TopicWriter, nusc: Any,
+                 calibrations: dict[str, Calibration]) -> None:
+        self.ts, self._write = topics.ts, topics.write
+        self.nusc, self.calibrations = nusc, calibrations
         self.label_table = lidarseg16_table(nusc)
-        self.connections: dict[str, Any] = {}
-        self.counts: dict[str, int] = {}
-        self.qos = {latched: offered_qos(depth, latched=latched)
-                    for latched, depth in ((False, 10), (True, 1))}
-
-    def _write(self, topic: str, msg: Any, stamp_ns: int) -> None:
-        if topic not in self.connections:
-            self.connections[topic] = self.writer.add_connection(
-                topic, msg.__msgtype__, typestore=self.ts,
-                offered_qos_profiles=[self.qos[topic == TF_STATIC_TOPIC]])
-            self.counts[topic] = 0
-        self.writer.write(self.connections[topic], stamp_ns,
-                          self.ts.serialize_cdr(msg, msg.__msgtype__))
-        self.counts[topic] += 1
 
     def event(self, stamp_ns: int, kind: int, scene: str, payload: Any) -> None:
         """Write the message(s) of one event from :func:`_scene_events`."""
@@ -242,33 +182,25 @@ class _BagWriter:
             self._camera(stamp_ns, payload, self.calibrations[scene])
 
     def _tf_static(self, stamp_ns: int, calibration: Calibration) -> None:
-        transforms = [_transform_stamped(self.ts, stamp_ns, sensor.parent, sensor.frame_id,
+        transforms = [transform_stamped(self.ts, stamp_ns, sensor.parent, sensor.frame_id,
                                          sensor.translation, sensor.rotation_xyzw)
                       for sensor in calibration.sensors.values()]
         msg = self.ts.types['tf2_msgs/msg/TFMessage'](transforms=transforms)
         self._write(TF_STATIC_TOPIC, msg, stamp_ns)
 
-    def _pose(self, pose: _Pose, linear: np.ndarray, angular: np.ndarray) -> None:
-        t, stamp = self.ts.types, pose.stamp_ns
-        transform = _transform_stamped(self.ts, stamp, MAP_FRAME, BASE_FRAME, pose.position,
-                                       pose.orientation)
-        self._write(TF_TOPIC, t['tf2_msgs/msg/TFMessage'](transforms=[transform]), stamp)
-        vector, point = t['geometry_msgs/msg/Vector3'], t['geometry_msgs/msg/Point']
-        body = t['geometry_msgs/msg/Pose'](position=point(*(float(v) for v in pose.position)),
-                                           orientation=transform.transform.rotation)
-        twist = t['geometry_msgs/msg/Twist'](linear=vector(*(float(v) for v in linear)),
-                                             angular=vector(*(float(v) for v in angular)))
-        msg = t['nav_msgs/msg/Odometry'](
-            header=_header(self.ts, stamp, MAP_FRAME), child_frame_id=BASE_FRAME,
-            pose=t['geometry_msgs/msg/PoseWithCovariance'](pose=body, covariance=np.zeros(36)),
-            twist=t['geometry_msgs/msg/TwistWithCovariance'](twist=twist,
-                                                             covariance=np.zeros(36)))
-        self._write(ODOM_TOPIC, msg, stamp)
+    def _pose(self, pose: StampedPose, linear: np.ndarray, angular: np.ndarray) -> None:
+        stamp = pose.stamp_ns
+        transform = transform_stamped(self.ts, stamp, MAP_FRAME, BASE_FRAME, pose.position,
+                                      pose.orientation)
+        self._write(TF_TOPIC, self.ts.types['tf2_msgs/msg/TFMessage'](transforms=[transform]),
+                    stamp)
+        self._write(ODOM_TOPIC, odometry(self.ts, stamp, MAP_FRAME, BASE_FRAME, pose.position,
+                                         pose.orientation, linear, angular), stamp)
 
     def _lidar(self, stamp_ns: int, record: dict[str, Any]) -> None:
         points = read_pcd_bin(Path(self.nusc.dataroot) / record['filename'])
         cloud = create_cloud(points.view(_PCD_DTYPE).reshape(-1))
-        self._write(LIDAR_TOPIC, _cloud_message(self.ts, cloud, stamp_ns, 'lidar_top'), stamp_ns)
+        self._write(LIDAR_TOPIC, cloud_message(self.ts, cloud, stamp_ns, 'lidar_top'), stamp_ns)
 
     def _labels(self, stamp_ns: int, record: dict[str, Any]) -> None:
         xyz = read_pcd_bin(Path(self.nusc.dataroot) / record['filename'])[:, :3]
@@ -279,8 +211,7 @@ class _BagWriter:
                              f'{len(xyz)} labels, found {found}')
         cloud = create_cloud_from_columns({'x': xyz[:, 0], 'y': xyz[:, 1], 'z': xyz[:, 2],
                                            'label': labels})
-        self._write(LABELS_TOPIC, _cloud_message(self.ts, cloud, stamp_ns, 'lidar_top'),
-                    stamp_ns)
+        self._write(LABELS_TOPIC, cloud_message(self.ts, cloud, stamp_ns, 'lidar_top'), stamp_ns)
 
     def _camera(self, stamp_ns: int, record: dict[str, Any], calibration: Calibration) -> None:
         t, channel = self.ts.types, record['channel']
@@ -290,22 +221,17 @@ class _BagWriter:
             raise NuScenesNotFoundError(f'nuScenes image file not found: {path}')
         data = np.frombuffer(path.read_bytes(), dtype=np.uint8)
         image_format = 'png' if data[:4].tobytes() == b'\x89PNG' else 'jpeg'
-        header = _header(self.ts, stamp_ns, sensor.frame_id)
-        image = t['sensor_msgs/msg/CompressedImage'](header=header, format=image_format,
+        msg_header = header(self.ts, stamp_ns, sensor.frame_id)
+        image = t['sensor_msgs/msg/CompressedImage'](header=msg_header, format=image_format,
                                                      data=data)
         self._write(image_topic(channel), image, stamp_ns)
-        fields = camera_info_fields(sensor.camera)
-        for key in ('d', 'k', 'r', 'p'):
-            fields[key] = np.asarray(fields[key], dtype=np.float64)
-        roi = t['sensor_msgs/msg/RegionOfInterest'](0, 0, 0, 0, False)
-        info = t['sensor_msgs/msg/CameraInfo'](header=header, roi=roi, **fields)
-        self._write(camera_info_topic(channel), info, stamp_ns)
+        self._write(camera_info_topic(channel), camera_info(self.ts, msg_header, sensor.camera),
+                    stamp_ns)
 
 
 def _write_bag(nusc: Any, names: Sequence[str], path: Path, storage: str,
                calibrations: dict[str, Calibration], progress: bool) -> dict[str, int]:
     """Write all messages of the scenes, in timestamp order, to a new bag at ``path``."""
-    from rosbags.rosbag2 import StoragePlugin, Writer
     from tqdm import tqdm
 
     by_scene = sample_data_by_scene(nusc, names)
@@ -314,16 +240,11 @@ def _write_bag(nusc: Any, names: Sequence[str], path: Path, storage: str,
     events = [event for name in names
               for event in _scene_events(nusc, name, by_scene[name], has_labels)]
     events.sort(key=lambda event: event[:2])
-    plugin = StoragePlugin.MCAP if storage == 'mcap' else StoragePlugin.SQLITE3
-    with Writer(path, version=BAG_VERSION, storage_plugin=plugin) as writer:
-        bag = _BagWriter(writer, nusc, calibrations)
+    with open_writer(path, storage) as topics:
+        bag = _BagWriter(topics, nusc, calibrations)
         for event in tqdm(events, desc=f'{path.name}', unit='event', disable=not progress):
             bag.event(*event)
-    return bag.counts
-
-
-def _folder_size(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob('*') if f.is_file())
+    return topics.counts
 
 
 def convert(dataroot: str | os.PathLike[str], output: str | os.PathLike[str],
@@ -347,32 +268,22 @@ def convert(dataroot: str | os.PathLike[str], output: str | os.PathLike[str],
         ValueError: Unknown storage, split or scene (the available ones are listed).
         NuScenesNotFoundError: A missing dataset folder, table or file (named).
     """
-    start, output = time.monotonic(), Path(output)
+    start = time.monotonic()
     if storage not in STORAGES:
         raise ValueError(f'storage must be one of {", ".join(STORAGES)}, found {storage!r}')
-    if output.exists() or output.is_symlink():
-        raise FileExistsError(f'output {output} exists already; refusing to overwrite it')
+    output = refuse_existing(output)
     nusc = open_nuscenes(dataroot, version) if nusc is None else nusc
     names = select_scenes(nusc, split, scenes)
     calibrations = {name: calibration_for_scene(nusc, name) for name in names}
-    staging = output.with_name(f'{output.name}.partial-{os.getpid()}')
-    bag_path = staging / output.name
-    try:
-        staging.mkdir(parents=True)
+    with staged_bag(output) as bag_path:
         counts = _write_bag(nusc, names, bag_path, storage, calibrations, progress)
         files = []
         for name in names:
             files.append(output / 'calibration' / f'{name}.yaml')
             save_calibration(calibrations[name], bag_path / 'calibration' / f'{name}.yaml')
-        if output.exists():
-            raise FileExistsError(f'output {output} appeared during the conversion; '
-                                  f'refusing to overwrite it')
-        os.rename(bag_path, output)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return ConversionSummary(output=output, storage=storage, scenes=tuple(names),
                              message_counts=dict(sorted(counts.items())),
-                             calibration_files=tuple(files), size_bytes=_folder_size(output),
+                             calibration_files=tuple(files), size_bytes=folder_size(output),
                              seconds=time.monotonic() - start)
 
 
