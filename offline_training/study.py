@@ -12,6 +12,14 @@ Scenes are split three ways: 24 train, 4 val (where every recipe choice is made)
 (reported only). Used by ``benchmarks/bench_ablation.py`` (the component table) and
 ``tests/test_core_claim.py`` (a reduced version).
 
+The indoor study (:data:`INDOOR`, :data:`INDOOR_ROWS`) runs the same pipeline on the synthetic
+indoor world in the ScanNet layout (make_synthetic_indoor; pseudo_label / evaluate
+``--dataset scannet``): one keyframe per scan (mesh vertices + its 25k-layout frames), pairs
+with CLIP2Scene's 5 cm depth check, the 20 benchmark classes scored per mesh vertex and per
+labelled frame. Its recipe (:data:`INDOOR_RECIPE`) is the outdoor one at ScanNet's 5 cm voxels
+with RGB input; CLIP2Scene's ScanNet objective has no super-voxels (one "sweep") but the per-pair
+distillation of the CLIP features (``clip2scene.pair_distillation``).
+
 The shared recipe (:data:`RECIPE`; first found on the clip_like teachers, then checked on the
 val scenes under the realistic ones against the alternatives named below,
 ``benchmarks/bench_recipe_val.py``; the same for every row):
@@ -74,6 +82,9 @@ IMAGE_SIZE = (112, 200)
 class StudyWorld:
     """Scale of the study's synthetic world."""
 
+    dataset: Literal['nuscenes', 'scannet'] = 'nuscenes'
+    """'nuscenes': the driving world (make_synthetic); 'scannet': the indoor world
+    (make_synthetic_indoor)."""
     train_scenes: tuple[str, ...] = TRAIN_SCENES
     val_scenes: tuple[str, ...] = VAL_SCENES
     test_scenes: tuple[str, ...] = TEST_SCENES
@@ -148,6 +159,46 @@ ROWS: tuple[Row, ...] = (
 )
 
 
+#: Label maps and 2D input of the indoor study, (H, W): a quarter of ScanNet's 480 x 640 (CNS
+#: uses half: 240 x 320).
+INDOOR_IMAGE_SIZE = (120, 160)
+#: The outdoor recipe at ScanNet's 5 cm voxels with RGB input (rotation about z stays: rooms
+#: have no preferred heading).
+INDOOR_RECIPE: tuple[str, ...] = (
+    'model.name_3d=minkunet14a', 'model.options_3d={channel_scale: 0.5}',
+    'model.voxel_size=0.05', 'model.input_features=[rgb]', 'optim.name=adamw',
+    'optim.lr=0.003')
+_INDOOR_CNS_YAML = 'synthetic_indoor_cns.yaml'
+_INDOOR_C2S_YAML = 'synthetic_indoor_clip2scene.yaml'
+_INDOOR_CNS_3D = (*INDOOR_RECIPE, 'cns.network_2d=false', 'data.images=false',
+                  'cns.co_training=false', 'cns.latent=false', 'cns.class_balance=0.5')
+_INDOOR_CNS_2D = (*INDOOR_RECIPE, 'cns.class_balance=0.5', 'model.name_2d=deeplabv3_mbv3',
+                  'cns.start_step={warmup}')
+_INDOOR_C2S = (*INDOOR_RECIPE, 'clip2scene.class_balance=0.5',
+               'clip2scene.self_training_start_step={warmup}')
+#: The indoor study's rows: CNS as outdoors; CLIP2Scene's ScanNet objective (semantic CE, +
+#: the per-pair CLIP feature distillation, + switchable self-training) on MinkUNet14A, its
+#: ScanNet network.
+INDOOR_ROWS: tuple[Row, ...] = (
+    Row('cns_clip', 'cns: 3D student on MaskCLIP labels', _INDOOR_CNS_YAML, False,
+        _INDOOR_CNS_3D),
+    Row('cns_sam', 'cns: + SAM refinement', _INDOOR_CNS_YAML, True, _INDOOR_CNS_3D),
+    Row('cns_cotrain', 'cns: + 2D-3D co-training', _INDOOR_CNS_YAML, True,
+        (*_INDOOR_CNS_2D, 'cns.latent=false'), net2d=True),
+    Row('cns_full', 'cns: + SAM latent loss (full CNS)', _INDOOR_CNS_YAML, True,
+        _INDOOR_CNS_2D, net2d=True),
+    Row('cns_full_34c', 'cns: full CNS, Res16UNet34C', _INDOOR_CNS_YAML, True,
+        (*_INDOOR_CNS_2D, 'model.name_3d=minkunet34c'), net2d=True),
+    Row('c2s_semantic', 'clip2scene: semantic loss', _INDOOR_C2S_YAML, False,
+        (*_INDOOR_C2S, 'clip2scene.pair_distillation=false', 'data.images=false',
+         'clip2scene.self_training=false')),
+    Row('c2s_distill', 'clip2scene: + CLIP feature distillation', _INDOOR_C2S_YAML, False,
+        (*_INDOOR_C2S, 'clip2scene.self_training=false')),
+    Row('c2s_full', 'clip2scene: + switchable self-training (full)', _INDOOR_C2S_YAML, False,
+        _INDOOR_C2S),
+)
+
+
 def warmup(steps: int) -> int:
     """Steps of teacher-only supervision before CNS's target switching and CLIP2Scene's
     self-training: three quarters of the run, chosen on the val scenes against a half and a
@@ -164,6 +215,13 @@ def _ok(status: int, what: str) -> None:
 def make_world(root: Path, setup: StudyWorld = StudyWorld()) -> Study:
     """Generate the synthetic world under ``root/world`` (kept if already there)."""
     world = root / 'world'
+    if setup.dataset == 'scannet':
+        if not (world / 'scans').is_dir():
+            from offline_training import make_synthetic_indoor
+
+            _ok(make_synthetic_indoor.main(['--out', str(world), '--seed', str(setup.seed),
+                                            '--no-progress']), 'make_synthetic_indoor')
+        return Study(world, setup)
     if not (world / 'v1.0-mini').is_dir():
         args = ['--out', str(world), '--duration', str(setup.duration),
                 '--image-width', str(IMAGE_SIZE[1]), '--image-height', str(IMAGE_SIZE[0]),
@@ -181,13 +239,17 @@ def make_cache(study: Study, noise: str, sam: bool, split: Split) -> Path:
     sweeps (CLIP2Scene) and the per-image files (2D targets, SAM embeddings, 2D teacher
     scores); resumed when present. Returns the cache root."""
     out = study.cache(noise, sam, split)
+    if study.setup.dataset == 'scannet':
+        data = ('--dataset', 'scannet', '--depth-check', 'absolute', '--min-depth', '0.1',
+                '--save-clip-features', '--image-size', *map(str, INDOOR_IMAGE_SIZE))
+    else:
+        data = ('--version', 'v1.0-mini', '--num-sweeps', '2', '--image-size',
+                *map(str, IMAGE_SIZE))
     _ok(pseudo_label.main([
-        '--dataroot', str(study.world), '--version', 'v1.0-mini',
-        '--scenes', *study.setup.scenes(split), '--teacher', 'simulated',
-        '--simulated-noise', noise, '--sam', 'simulated' if sam else 'none',
-        '--num-sweeps', '2', '--save-2d', '--seed', str(study.setup.seed),
-        '--image-size', *map(str, IMAGE_SIZE), '--out', str(out), '--no-progress']),
-        f'pseudo_label {out.name}')
+        '--dataroot', str(study.world), *data, '--scenes', *study.setup.scenes(split),
+        '--teacher', 'simulated', '--simulated-noise', noise,
+        '--sam', 'simulated' if sam else 'none', '--save-2d', '--seed', str(study.setup.seed),
+        '--out', str(out), '--no-progress']), f'pseudo_label {out.name}')
     return out
 
 
@@ -212,7 +274,7 @@ def run_row(study: Study, row: Row, noise: str, steps: int, seed: int,
     for split in splits:
         _ok(evaluate.main([
             '--bundle', str(root / 'bundle'), '--dataroot', str(study.world), '--version',
-            'v1.0-mini', '--scenes', *study.setup.scenes(split),
+            'v1.0-mini', '--dataset', study.setup.dataset, '--scenes', *study.setup.scenes(split),
             '--cache', str(study.cache(noise, row.sam, split)), '--out',
             str(root / f'eval_{split}'), '--threads', '1', '--no-progress']),
             f'evaluate {row.name} on {split}')

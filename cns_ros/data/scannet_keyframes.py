@@ -67,8 +67,11 @@ class ScanNetCameraFrame(CameraFrame):
         """float32 (height, width) metres, 0 = invalid."""
         return self.frame.load_depth()
 
-    def load_train_labels(self) -> np.ndarray:
-        """uint8 (height, width) training ids of the frame's label PNG (nearest resize)."""
+    def load_train_labels(self) -> np.ndarray | None:
+        """uint8 (height, width) training ids of the frame's label PNG, resized with nearest
+        (the official 2D protocol's 640 x 480), or None when the frame has no label file."""
+        if self.frame.label_path is None:
+            return None
         return self.frame.load_label20((self.width, self.height))
 
 
