@@ -28,8 +28,9 @@ a noise parameter (it comes from ``pseudo_label --seed``).
 Presets (:data:`PRESETS`) are the files of that folder: ``noise_free``, ``clip_like`` (the old
 kind stand-ins; no class names, so they fit every class space) and ``realistic`` (calibrated to
 teacher_noise.md 7; pseudo_label's default), plus ``segformer_like`` (a 50-70 mIoU labeler,
-used only to calibrate SAM voting), and ``realistic_indoor`` (scannet20, calibrated to the
-indoor columns of teacher_noise.md 7 on the synthetic indoor world).
+used only to calibrate SAM voting), and their scannet20 counterparts ``realistic_indoor``
+(calibrated to the indoor columns of teacher_noise.md 7 on the synthetic indoor world) and
+``segformer_like_indoor``.
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ from cns_ros.teachers.simulated_sam import SimulatedSam, SimulatedSamConfig
 
 #: Preset name -> noise file name in the noise folder.
 PRESETS: dict[str, str] = {name: f'{name}.yaml' for name in (
-    'noise_free', 'clip_like', 'realistic', 'segformer_like', 'realistic_indoor')}
+    'noise_free', 'clip_like', 'realistic', 'segformer_like', 'realistic_indoor',
+    'segformer_like_indoor')}
 #: Section -> generator name -> config dataclass (None: a generator without parameters).
 GENERATORS: dict[str, dict[str, type | None]] = {
     'clip': {'region_noise': SimulatedClipConfig, 'realistic': RealisticClipConfig},
