@@ -54,7 +54,7 @@ def realistic():
 def _permuted_labels(image: GroundTruthImage) -> GroundTruthImage:
     """The same image with the lidarseg-32 class ids of its semantic PNG permuted."""
     permutation = np.random.default_rng(5).permutation(32).astype(np.uint8)
-    return dataclasses.replace(image, semantic32=permutation[image.semantic32])
+    return dataclasses.replace(image, semantic=permutation[image.semantic])
 
 
 def test_world_regions_are_class_pure_and_the_same_in_every_image(images):

@@ -2,7 +2,9 @@
 
 NOT a teacher: it degrades the synthetic world's ground truth. Per image, at the output size
 (H, W), with MaskCLIP's token grid ``patch_grid`` (14 x 26 tokens over the label map, as for its
-224 x 416 input with 16 px patches):
+224 x 416 input with 16 px patches; 15 x 20 for ScanNet's 240 x 320). The classes are those of
+the world's class space (:mod:`cns_ros.teachers.class_space`: nuScenes-16 or scannet20); the
+per-class parameters have one value per class of that space:
 
 1. **Persistent errors** (per object or region, the same in every view): every world entity, an
    instance (scene, instance id) or, for stuff, a world region (scene, region id; see
@@ -16,9 +18,10 @@ NOT a teacher: it degrades the synthetic world's ground truth. Per image, at the
    uniform) marks a pixel of class c wrong where it is below ``view_wrong[c]``; the blob's class
    is drawn per token from the confusion row or, with probability ``context_prob``, is one of
    the image's ``context_classes`` dominant classes (dominant-context bias).
-3. **Sky**: it has no class of its own (nuScenes-16 has none) and real CLIP never abstains, so sky
-   pixels take, per token, a class drawn from ``sky_classes`` (manmade and vegetation mostly).
-   They stay unscored (the ground truth there is 255).
+3. **Sky** (any pixel without a ground-truth class: sky in a driving world; ceiling, clutter and
+   unannotated pixels indoors): it has no class of its own and real CLIP never abstains, so
+   these pixels take, per token, a class drawn from ``sky_classes`` (manmade and vegetation
+   mostly in a street, wall indoors). They stay unscored (the ground truth there is 255).
 4. **Resolution, boundary band and context**: each token's class scores are the class shares
    in a window of ``receptive_patches`` tokens around it (a token sees beyond its own patch:
    its effective receptive field), each class's score is multiplied by its ``salience`` (a
@@ -46,6 +49,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cns_ros.geometry import resize_nearest
+from cns_ros.teachers.class_space import ClassSpaceError
 from cns_ros.teachers.synthetic_truth import (
     NUM_CLASSES,
     GroundTruthImage,
@@ -67,8 +71,9 @@ _PER_CLASS = ('persistent_wrong', 'view_wrong', 'sky_classes', 'salience')
 
 @dataclass(frozen=True)
 class RealisticClipConfig:
-    """Noise of :class:`RealisticClip` (module docstring). Per-class tuples have 16 entries
-    (nuScenes-16 training ids); the YAML noise file names the classes.
+    """Noise of :class:`RealisticClip` (module docstring). Per-class tuples have one entry per
+    training class of the class space (C: 16 for nuScenes-16, the defaults, or 20 for scannet20;
+    C is the length of ``persistent_wrong``); the YAML noise file names the classes.
 
     Attributes:
         seed: Seed of every draw (combined with the scene and world id, or the image key).
@@ -85,8 +90,9 @@ class RealisticClipConfig:
             cell sum to 1).
         salience: Per class, factor of its pooled score before the argmax (> 0).
         band_patches: Standard deviation per axis of the boundary displacement, tokens.
-        sky_classes: Per class, weight of that class on sky pixels.
-        confusion: (16, 16) wrong-class weights (row = true class; the diagonal is ignored).
+        sky_classes: Per class, weight of that class on pixels without a ground-truth class
+            (sky, ceiling, ...).
+        confusion: (C, C) wrong-class weights (row = true class; the diagonal is ignored).
         confusion_floor: Weight added to every off-diagonal entry.
         confidence_low: Confidence when the winning class has no score share.
         confidence_high: Confidence when the winning class has all of it.
@@ -110,12 +116,18 @@ class RealisticClipConfig:
     confidence_low: float = 0.2
     confidence_high: float = 0.9
 
+    @property
+    def num_classes(self) -> int:
+        """C, the number of classes of the class space the noise is for."""
+        return len(self.persistent_wrong)
+
     def __post_init__(self) -> None:
+        classes = self.num_classes
         for name in _PER_CLASS:
             value = getattr(self, name)
-            if len(value) != NUM_CLASSES or min(value) < 0:
-                raise ValueError(f'RealisticClipConfig.{name}: 16 values >= 0 expected, '
-                                 f'found {value}')
+            if len(value) != classes or min(value) < 0:
+                raise ValueError(f'RealisticClipConfig.{name}: {classes} values >= 0 expected '
+                                 f'(as persistent_wrong), found {value}')
         probs = ('flip_prob', 'context_prob', 'confidence_low', 'confidence_high')
         bad = [n for n in probs if not 0.0 <= getattr(self, n) <= 1.0]
         bad += [n for n in ('persistent_wrong', 'view_wrong') if max(getattr(self, n)) > 1.0]
@@ -124,15 +136,15 @@ class RealisticClipConfig:
         if self.blob_patches <= 0 or self.context_classes < 1 or min(
                 self.context_bias, self.band_patches) < 0:
             bad.append('blob_patches / context_classes / context_bias / band_patches')
-        if np.shape(self.confusion) != (NUM_CLASSES, NUM_CLASSES) or self.confusion_floor < 0:
-            bad.append('confusion (16 x 16) / confusion_floor')
+        if np.shape(self.confusion) != (classes, classes) or self.confusion_floor < 0:
+            bad.append(f'confusion ({classes} x {classes}) / confusion_floor')
         if sum(self.sky_classes) <= 0 or min(self.salience) <= 0:
             bad.append('sky_classes (all zero) / salience (> 0)')
         if bad:
             raise ValueError(f'RealisticClipConfig: invalid {", ".join(bad)}')
 
     def confusion_matrix(self) -> np.ndarray:
-        """(16, 16) float64 row-stochastic wrong-class distribution (zero diagonal)."""
+        """(C, C) float64 row-stochastic wrong-class distribution (zero diagonal)."""
         weights = np.array(self.confusion, dtype=np.float64) + self.confusion_floor
         np.fill_diagonal(weights, 0.0)
         if np.any(weights < 0) or np.any(weights.sum(axis=1) <= 0):
@@ -157,7 +169,7 @@ class ClipStages:
         component: uint8 what made a wrong pixel wrong (CORRECT, PERSISTENT, VIEW, RESOLUTION;
             CORRECT also on sky).
         entity: int64 world id of each pixel (instance, or REGION_OFFSET + region; -1 sky).
-        scores: float32 (16, *patch_grid) token class scores (before salience and context).
+        scores: float32 (C, *patch_grid) token class scores (before salience and context).
     """
 
     truth: np.ndarray
@@ -178,6 +190,7 @@ class RealisticClip:
 
     def __init__(self, config: RealisticClipConfig | None = None) -> None:
         self.config = config or RealisticClipConfig()
+        self.num_classes = self.config.num_classes
         self._cdf = np.cumsum(self.config.confusion_matrix(), axis=1)
         sky = np.array(self.config.sky_classes, dtype=np.float64)
         self._sky_cdf = np.cumsum(sky / sky.sum())
@@ -204,8 +217,9 @@ class RealisticClip:
 
     def _dominant(self, labels: np.ndarray) -> np.ndarray:
         """int64 (k,) the image's most frequent classes (255 excluded), most frequent first."""
-        counts = np.bincount(labels[labels != IGNORE_INDEX].reshape(-1), minlength=NUM_CLASSES)
-        order = np.argsort(-counts[:NUM_CLASSES], kind='stable')
+        classes = self.num_classes
+        counts = np.bincount(labels[labels != IGNORE_INDEX].reshape(-1), minlength=classes)
+        order = np.argsort(-counts[:classes], kind='stable')
         return order[:self.config.context_classes][counts[order[:self.config.context_classes]]
                                                    > 0]
 
@@ -233,19 +247,19 @@ class RealisticClip:
     def _view(self, truth: np.ndarray, persistent: np.ndarray, rng: np.random.Generator
               ) -> np.ndarray:
         """Labels after the view-dependent blobs and the sky classes."""
-        cfg = self.config
+        cfg, classes = self.config, self.num_classes
         size = truth.shape
         field = self._blob_field(size, rng)
         tokens = cfg.patch_grid[0] * cfg.patch_grid[1]
-        rows = np.broadcast_to(np.arange(NUM_CLASSES), (tokens, NUM_CLASSES))
-        to = draw_classes(rng.random((tokens, NUM_CLASSES)), rows, self._cdf)
+        rows = np.broadcast_to(np.arange(classes), (tokens, classes))
+        to = draw_classes(rng.random((tokens, classes)), rows, self._cdf)
         dominant = self._dominant(truth)
         if dominant.size:
-            pick = dominant[rng.integers(0, dominant.size, (tokens, NUM_CLASSES))]
-            use = (rng.random((tokens, NUM_CLASSES)) < cfg.context_prob) & (pick != rows)
+            pick = dominant[rng.integers(0, dominant.size, (tokens, classes))]
+            use = (rng.random((tokens, classes)) < cfg.context_prob) & (pick != rows)
             to = np.where(use, pick, to)
         sky_to = np.minimum((rng.random(tokens)[:, None] > self._sky_cdf).sum(axis=1),
-                            NUM_CLASSES - 1)
+                            classes - 1)
         token = self._token_map(size)
         sky = truth == IGNORE_INDEX
         safe = np.where(sky, 0, truth).astype(np.int64)
@@ -254,7 +268,7 @@ class RealisticClip:
         return np.where(sky, sky_to[token], out).astype(np.uint8)
 
     def _warp(self, scores: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """(16, H, W) scores warped by the smooth random displacement of ``band_patches``."""
+        """(C, H, W) scores warped by the smooth random displacement of ``band_patches``."""
         import cv2
 
         cfg = self.config
@@ -274,7 +288,7 @@ class RealisticClip:
     def resolve(self, view: np.ndarray, rng: np.random.Generator | None = None
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """MaskCLIP's resolution step on (H, W) uint8 labels (no 255): float32 token scores
-        (16, *patch_grid), the argmax of their bilinear upsampling with salience and context
+        (C, *patch_grid), the argmax of their bilinear upsampling with salience and context
         bias, warped by the band displacement drawn from ``rng`` (none without), as uint8
         (H, W) labels, and the confidence (float32 (H, W))."""
         import cv2
@@ -287,7 +301,7 @@ class RealisticClip:
         cols = np.minimum(((np.arange(gw) + 0.5) * w / gw).astype(np.int64), w - 1)
         scores = np.stack([cv2.blur((view == c).astype(np.float32), size,
                                     borderType=cv2.BORDER_REFLECT)[rows][:, cols]
-                           for c in range(NUM_CLASSES)])
+                           for c in range(self.num_classes)])
         biased = scores * np.array(cfg.salience, dtype=np.float32)[:, None, None]
         biased[self._dominant(view)] += cfg.context_bias
         up = np.stack([cv2.resize(s, (w, h), interpolation=cv2.INTER_LINEAR) for s in biased])
@@ -300,8 +314,17 @@ class RealisticClip:
 
     def stages(self, image: GroundTruthImage, output_size: tuple[int, int] | None = None
                ) -> ClipStages:
-        """Every stage of one image at ``output_size`` (H, W) (default: the image's size)."""
-        size = tuple(output_size or image.semantic32.shape)
+        """Every stage of one image at ``output_size`` (H, W) (default: the image's size).
+
+        Raises:
+            ClassSpaceError: The noise has another number of classes than the image's world.
+        """
+        if image.num_classes != self.num_classes:
+            raise ClassSpaceError(
+                f'image {image.key} is from a {image.class_space} world ({image.num_classes} '
+                f'classes), but the realistic CLIP noise has {self.num_classes} classes; use a '
+                f'noise file with class_space: {image.class_space}')
+        size = tuple(output_size or image.semantic.shape)
         truth = resize_nearest(image.train_labels(), size)
         entity = world_entities(resize_nearest(image.instance, size),
                                 resize_nearest(image.require_region(), size))
@@ -333,9 +356,9 @@ class RealisticClip:
                  output_size: tuple[int, int] | None = None) -> DenseClipOutput:
         """A ``DenseClipOutput`` (``simulated=True``), tensors on the CPU: ``labels`` (B, H, W)
         int64, ``confidence`` float32; ``features``/``logits`` are NOT CLIP embeddings: the
-        per-token class histogram of the labels (B, 16, *patch_grid), L2-normalized resp.
+        per-token class histogram of the labels (B, C, *patch_grid), L2-normalized resp.
         mapped to [-1, 1]."""
-        from cns_ros.teachers.simulated_clip import dense_output
+        from cns_ros.teachers.simulated_clip import dense_output, images_class_space
 
         labels, conf = self.predict(images, output_size)
-        return dense_output(labels, conf, self.config.patch_grid)
+        return dense_output(labels, conf, self.config.patch_grid, images_class_space(images))

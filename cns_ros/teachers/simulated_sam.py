@@ -5,8 +5,9 @@ of one stuff class; the sky too); a region of >= ``min_split_area`` px is cut in
 random line through its centroid with probability ``split_prob``; each pair of adjacent masks,
 in random order, merges with probability ``merge_prob`` (a mask merges at most once); masks
 under ``min_area`` px are dropped. Masks never overlap and are class-pure up to the merges, far
-kinder than SAM. Embedding: a fixed random projection of the one-hot lidarseg-32 labels (a label
-leak: never use it to measure the latent loss). Deterministic per ``seed`` and image key.
+kinder than SAM. Embedding: a fixed random projection of the one-hot semantic PNG ids
+(lidarseg-32, or nyu40 in a scannet20 world; a label leak: never use it to measure the latent
+loss). Deterministic per ``seed`` and image key.
 :mod:`cns_ros.teachers.realistic_sam` and :mod:`cns_ros.teachers.sam_embedding` are the
 realistic stand-ins.
 """
@@ -105,7 +106,7 @@ class SimulatedSam:
                          output_size: tuple[int, int] | None = None
                          ) -> tuple[SamMasks, SimulatedSamStats]:
         """Masks of one image at ``output_size`` (default its size), and the noise counts."""
-        size = tuple(output_size or image.semantic32.shape)
+        size = tuple(output_size or image.semantic.shape)
         ids, _ = regions(resize_nearest(image.train_labels(), size),
                          resize_nearest(image.instance, size))
         rng = image_rng(self.config.seed, 2, image.key)
@@ -126,18 +127,19 @@ class SimulatedSam:
 
     def embedding(self, image: GroundTruthImage) -> np.ndarray:
         """(256, 64, 64) float32 stand-in for SAM's embedding (NOT SAM features): the
-        configured embedding generator's, else (a LABEL LEAK) one-hot lidarseg-32 area-pooled
-        onto SAM's valid grid (zeros elsewhere) times a fixed random (256, 32) matrix of
-        ``seed``."""
+        configured embedding generator's, else (a LABEL LEAK) the one-hot semantic PNG ids (K =
+        32 lidarseg-32 ids, or 41 nyu40 ids in a scannet20 world) area-pooled onto SAM's valid
+        grid (zeros elsewhere) times a fixed random (256, K) matrix of ``seed``."""
         import cv2
 
         if self._embedding is not None:
             return self._embedding.embedding(image)
-        rows, cols = valid_embedding_size(*image.semantic32.shape)
-        one_hot = (image.semantic32[..., None] == np.arange(32)).astype(np.float32)
+        ids = image.space.semantic_ids
+        rows, cols = valid_embedding_size(*image.semantic.shape)
+        one_hot = (image.semantic[..., None] == np.arange(ids)).astype(np.float32)
         pooled = np.stack([cv2.resize(one_hot[..., k], (cols, rows), interpolation=cv2.INTER_AREA)
-                           for k in range(32)])
-        proj = np.random.default_rng([self.config.seed, 3]).standard_normal((256, 32))
+                           for k in range(ids)])
+        proj = np.random.default_rng([self.config.seed, 3]).standard_normal((256, ids))
         out = np.zeros((256, 64, 64), dtype=np.float32)
         out[:, :rows, :cols] = np.tensordot(proj, pooled, axes=1)
         return out

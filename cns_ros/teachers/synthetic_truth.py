@@ -1,11 +1,14 @@
 """What the simulated teachers read: the synthetic world's rendered ground truth, and seeding.
 
-``<dataroot>/synthetic_gt/`` (written by :mod:`cns_ros.data.synthetic_writer`) holds, per
-keyframe camera image (named by its sample_data token), a semantic PNG (uint8 lidarseg-32 index,
-0 = sky), an instance PNG (uint16 instance id, unique within a scene, 0 = stuff / sky) and, in
-worlds made since the realistic teachers exist, a region PNG (uint16 world region id, unique
-within a scene, 0 = sky; :mod:`cns_ros.data.synthetic_regions`). ``index.json`` lists the images
-with their scene and camera image file.
+``<dataroot>/synthetic_gt/`` (written by :mod:`cns_ros.data.synthetic_writer`, or by the
+synthetic indoor world's generator) holds, per camera image (named by its sample_data token /
+frame token), a semantic PNG (uint8), an instance PNG (uint16 instance id, unique within a
+scene, 0 = stuff / sky) and, in worlds made since the realistic teachers exist, a region PNG
+(uint16 world region id, unique within a scene, 0 = sky / nothing;
+:mod:`cns_ros.data.synthetic_regions`). ``index.json`` lists the images with their scene and
+camera image file, and names the world's class space (``"class_space"``, absent: nuscenes16;
+:mod:`cns_ros.teachers.class_space`): the semantic PNG holds lidarseg-32 fine indices (0 = sky)
+in a nuScenes world and nyu40 ids (0 = unannotated) in a ScanNet-like (scannet20) world.
 
 Seeding: every random draw of a simulated teacher comes from :func:`image_rng` (keyed by the
 image: view-dependent noise) or :func:`world_uniforms` (keyed by the scene and a world id:
@@ -22,9 +25,17 @@ from pathlib import Path
 
 import numpy as np
 
-from cns_ros.vocabulary import IGNORE_INDEX, lidarseg16_to_train, lidarseg32_to_16
+from cns_ros.teachers.class_space import (
+    CLASS_SPACES,
+    NUSCENES16,
+    ClassSpace,
+    ClassSpaceError,
+    class_space,
+)
+from cns_ros.vocabulary import IGNORE_INDEX
 
-#: nuScenes-16 training classes of the simulated teachers' labels.
+#: nuScenes-16 training classes: the class count of the driving world (other worlds: the
+#: ``num_classes`` of their :class:`~cns_ros.teachers.class_space.ClassSpace`).
 NUM_CLASSES = 16
 
 GT_FOLDER = 'synthetic_gt'
@@ -46,23 +57,42 @@ class GroundTruthImage:
 
     Attributes:
         key: Its camera sample_data token (seeds its view-dependent noise).
-        semantic32: uint8 (H, W) lidarseg-32 index (0 = sky / nothing).
+        semantic: uint8 (H, W) semantic PNG ids of the class space: lidarseg-32 index (0 = sky /
+            nothing) in a nuScenes world, nyu40 id (0 = unannotated) in a scannet20 world.
         instance: uint16 (H, W) instance id, unique within the scene (0 = stuff / sky).
         scene: Scene name ('' if unknown): with an instance or region id, a world identity.
         region: uint16 (H, W) world region id (0 = sky), or None for older worlds.
         rgb: uint8 (H, W, 3) the rendered camera image (RGB), or None when not loaded.
+        class_space: Name of the world's class space (``nuscenes16`` or ``scannet20``).
     """
 
     key: str
-    semantic32: np.ndarray
+    semantic: np.ndarray
     instance: np.ndarray
     scene: str = ''
     region: np.ndarray | None = None
     rgb: np.ndarray | None = None
+    class_space: str = NUSCENES16
+
+    @property
+    def semantic32(self) -> np.ndarray:
+        """The semantic PNG under its nuScenes name (lidarseg-32 indices in a nuScenes world)."""
+        return self.semantic
+
+    @property
+    def space(self) -> ClassSpace:
+        """The :class:`~cns_ros.teachers.class_space.ClassSpace` of the image."""
+        return class_space(self.class_space)
+
+    @property
+    def num_classes(self) -> int:
+        """Training classes of the image's class space (16 nuScenes, 20 scannet20)."""
+        return self.space.num_classes
 
     def train_labels(self) -> np.ndarray:
-        """uint8 (H, W) nuScenes-16 training ids (0..15), 255 for sky / ignored classes."""
-        return lidarseg16_to_train(lidarseg32_to_16()[self.semantic32])
+        """uint8 (H, W) training ids of the class space (nuScenes-16 0..15, scannet20 0..19),
+        255 for sky / ceiling / ignored classes."""
+        return self.space.train_labels(self.semantic)
 
     def require_region(self) -> np.ndarray:
         """The region map, or :class:`MissingRegionsError` with what to do."""
@@ -96,6 +126,15 @@ class SyntheticGroundTruth:
         self.images = {image['sample_data_token']: image for image in self.index['images']}
         self.tokens = frozenset(self.images)
         self.has_regions = 'region' in self.index
+        self.class_space = self.index.get('class_space', NUSCENES16)
+        if self.class_space not in CLASS_SPACES:
+            raise ClassSpaceError(f'{index}: class_space: expected one of '
+                                  f'{", ".join(CLASS_SPACES)}, found {self.class_space!r}')
+
+    @property
+    def space(self) -> ClassSpace:
+        """The world's :class:`~cns_ros.teachers.class_space.ClassSpace`."""
+        return class_space(self.class_space)
 
     def load(self, token: str, rgb: bool = False) -> GroundTruthImage:
         """The ground truth of camera sample_data ``token`` (a keyframe image); with ``rgb``
@@ -120,7 +159,7 @@ class SyntheticGroundTruth:
             colour = np.ascontiguousarray(bgr[..., ::-1])
         region = images[2].astype(np.uint16) if self.has_regions else None
         return GroundTruthImage(token, images[0].astype(np.uint8), images[1].astype(np.uint16),
-                                entry.get('scene', ''), region, colour)
+                                entry.get('scene', ''), region, colour, self.class_space)
 
 
 def image_rng(seed: int, salt: int, key: str) -> np.random.Generator:
@@ -130,11 +169,11 @@ def image_rng(seed: int, salt: int, key: str) -> np.random.Generator:
 
 
 def draw_classes(u: np.ndarray, classes: np.ndarray, cdf: np.ndarray) -> np.ndarray:
-    """Per element, a class drawn with uniform ``u`` from row ``classes`` of a (16, 16)
+    """Per element, a class drawn with uniform ``u`` from row ``classes`` of a (C, C)
     confusion cdf (int64; 255 stays 255)."""
     safe = np.where(classes == IGNORE_INDEX, 0, classes)
     drawn = (u[..., None] > cdf[safe]).sum(axis=-1)
-    return np.where(classes == IGNORE_INDEX, IGNORE_INDEX, np.minimum(drawn, NUM_CLASSES - 1))
+    return np.where(classes == IGNORE_INDEX, IGNORE_INDEX, np.minimum(drawn, cdf.shape[1] - 1))
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:

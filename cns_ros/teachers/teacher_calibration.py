@@ -1,8 +1,9 @@
 """Measurements of simulated teachers against the calibration targets of teacher_noise.md 7.
 
-Meters accumulate statistics image by image and report them as plain dicts; the targets are
-the driving-world ranges of teacher_noise.md section 7 (all [I]: inferred, not measured there).
-Used by ``benchmarks/bench_teacher_calibration.py`` and the tests.
+Meters accumulate statistics image by image and report them as plain dicts; they count the
+classes of a class space (``space``: nuScenes-16, the default, or scannet20). The targets are the
+ranges of teacher_noise.md section 7 per class space (:mod:`cns_ros.teachers.calibration_targets`,
+re-exported here). Used by ``benchmarks/bench_teacher_calibration.py`` and the tests.
 """
 
 from __future__ import annotations
@@ -14,63 +15,28 @@ from typing import Any
 import numpy as np
 
 from cns_ros.metrics import confusion_matrix, iou_per_class
+from cns_ros.teachers.calibration_targets import (
+    CLASS_TARGETS,
+    INDOOR_CLASS_TARGETS,
+    INDOOR_TARGETS,
+    STUFF_MASK_CLASSES,
+    TARGETS,
+    Target,
+    targets,
+)
+from cns_ros.teachers.class_space import NUSCENES16, class_space
 from cns_ros.teachers.realistic_clip import PERSISTENT, RESOLUTION, VIEW, ClipStages
 from cns_ros.teachers.refine import refine_labels
 from cns_ros.teachers.synthetic_truth import NUM_CLASSES
-from cns_ros.vocabulary import IGNORE_INDEX, nuscenes16
+from cns_ros.vocabulary import IGNORE_INDEX
+
+__all__ = ['CLASS_TARGETS', 'INDOOR_CLASS_TARGETS', 'INDOOR_TARGETS', 'TARGETS', 'ClipMeter',
+           'LinearProbe', 'SamMeter', 'Target', 'TwoFoldProbe', 'VotingMeter',
+           'linear_probe_miou', 'miou_percent', 'targets']
 
 
-@dataclass(frozen=True)
-class Target:
-    """A calibration target: the range [lo, hi] and where it comes from."""
-
-    lo: float
-    hi: float
-    section: str
-    meaning: str
-
-    def check(self, value: float) -> str:
-        """'inside', or by how much it misses ('+0.03 above' / '-2.1 below')."""
-        if self.lo <= value <= self.hi:
-            return 'inside'
-        if value > self.hi:
-            return f'{value - self.hi:+.3g} above'
-        return f'{value - self.lo:+.3g} below'
-
-
-#: Driving-world targets (teacher_noise.md 7.1-7.3). IoU and accuracy in percent.
-TARGETS: dict[str, Target] = {
-    'clip_miou': Target(15, 20, '7.1', 'teacher 2D mIoU vs ground truth, %'),
-    'clip_accuracy': Target(35, 50, '7.1', 'teacher pixel accuracy, %'),
-    'persistent_share': Target(0.60, 0.75, '7.1', 'share of wrong pixels in the persistent '
-                               'component'),
-    'boundary_band_patches': Target(0.5, 1.0, '7.1', 'the resolution step alone on the '
-                                    'ground truth: 90th percentile distance of its errors to '
-                                    'a class boundary, patches'),
-    'sam_masks_per_image': Target(40, 120, '7.2', 'masks per image (median)'),
-    'sam_coverage': Target(0.80, 0.95, '7.2', 'share of pixels in >= 1 mask'),
-    'sam_overlap': Target(0.15, 0.40, '7.2', 'share of covered pixels in >= 2 masks'),
-    'sam_purity': Target(0.85, 0.95, '7.2', 'area-weighted majority-class share per mask'),
-    'sam_crossing': Target(0.05, 0.10, '7.2', 'share of masks with purity < 0.9'),
-    'sam_islands': Target(0.02, 0.05, '7.2', 'share of masks with > 1 connected component'),
-    'sam_nesting': Target(0.30, 0.50, '7.2', 'share of objects with a whole and a part mask'),
-    'sam_small_share': Target(0.5, 1.0, '7.2', 'share of masks under 0.5 % of the image'),
-    'sam_road_masks': Target(2, 8, '7.2', 'masks per image whose majority is driveable '
-                             'surface (median over images with road)'),
-    'sam_building_masks': Target(3, 15, '7.2', 'masks per image whose majority is manmade '
-                                 '(median over images with manmade)'),
-    'sam_voting_gain': Target(1.0, 3.0, '7.2 / 3.4', 'mIoU gain of majority voting in the '
-                              'masks on a 50-70 mIoU labeler (SSA order), points'),
-    'probe_ratio': Target(0.6, 0.8, '7.3', 'linear-probe mIoU, SAM stand-in / CLIP stand-in'),
-}
-
-#: Per-class IoU targets (percent), 7.1: high / mid / near zero.
-CLASS_TARGETS: dict[str, tuple[float, float]] = {
-    **{name: (35.0, 70.0) for name in ('driveable_surface', 'vegetation', 'car', 'manmade')},
-    **{name: (10.0, 35.0) for name in ('sidewalk', 'terrain', 'bus', 'truck', 'pedestrian')},
-    **{name: (0.0, 10.0) for name in ('other_flat', 'barrier', 'traffic_cone', 'bicycle',
-                                      'motorcycle', 'trailer', 'construction_vehicle')},
-}
+def _confusion(classes: int) -> np.ndarray:
+    return np.zeros((classes, classes + 1), np.int64)
 
 
 _BAND_EDGES = (0.25, 0.5, 1.0, 2.0)  # patches
@@ -96,10 +62,12 @@ def miou_percent(confusion: np.ndarray) -> tuple[float, list[float]]:
 
 @dataclass
 class ClipMeter:
-    """Statistics of :class:`~cns_ros.teachers.realistic_clip.RealisticClip` stages."""
+    """Statistics of :class:`~cns_ros.teachers.realistic_clip.RealisticClip` stages (of images
+    of class space ``space``)."""
 
     patch_grid: tuple[int, int] = (14, 26)
-    confusion: np.ndarray = field(default_factory=lambda: np.zeros((16, 17), np.int64))
+    space: str = NUSCENES16
+    confusion: np.ndarray | None = None
     components: np.ndarray = field(default_factory=lambda: np.zeros(4, np.int64))
     band_distances: list[np.ndarray] = field(default_factory=list)
     band_errors: np.ndarray = field(default_factory=lambda: np.zeros(len(_BAND_EDGES) + 1))
@@ -108,12 +76,17 @@ class ClipMeter:
     observations: dict[tuple[str, int], list[tuple[str, int, int]]] = field(
         default_factory=lambda: defaultdict(list))
 
+    def __post_init__(self) -> None:
+        self.classes = class_space(self.space).num_classes
+        if self.confusion is None:
+            self.confusion = _confusion(self.classes)
+
     def add(self, stages: ClipStages, scene: str, key: str, min_pixels: int = 200) -> None:
         """Add one image's stages (``scene`` / ``key`` identify entities and views; entities
         of at least ``min_pixels`` pixels enter the cross-view check)."""
 
-        truth, labels = stages.truth, stages.labels
-        self.confusion += confusion_matrix(truth, labels, NUM_CLASSES)
+        truth, labels, classes = stages.truth, stages.labels, self.classes
+        self.confusion += confusion_matrix(truth, labels, classes)
         self.components += np.bincount(stages.component.reshape(-1), minlength=4)[:4]
         valid = truth != IGNORE_INDEX
         near_truth = np.minimum(np.digitize(_boundary_distance(truth) / (
@@ -121,8 +94,8 @@ class ClipMeter:
         self.band_errors += np.bincount(near_truth[valid], (labels != truth)[valid],
                                         len(_BAND_EDGES) + 1)
         self.band_pixels += np.bincount(near_truth[valid], minlength=len(_BAND_EDGES) + 1)
-        counts = np.bincount(truth[truth != IGNORE_INDEX], minlength=NUM_CLASSES)
-        top = np.argsort(-counts[:NUM_CLASSES], kind='stable')[:3]
+        counts = np.bincount(truth[truth != IGNORE_INDEX], minlength=classes)
+        top = np.argsort(-counts[:classes], kind='stable')[:3]
         wrong = (labels != truth) & (truth != IGNORE_INDEX)
         self.context_wrong += int(np.isin(labels[wrong], top).sum())
         ids, inverse = np.unique(stages.entity, return_inverse=True)
@@ -130,7 +103,7 @@ class ClipMeter:
         for k in np.flatnonzero((ids >= 0) & (np.bincount(inverse) >= min_pixels)).tolist():
             pix = inverse == k
             true = np.bincount(truth.reshape(-1)[pix], minlength=256).argmax()
-            said = np.bincount(labels.reshape(-1)[pix], minlength=NUM_CLASSES).argmax()
+            said = np.bincount(labels.reshape(-1)[pix], minlength=classes).argmax()
             if true != IGNORE_INDEX:
                 self.observations[(scene, int(ids[k]))].append((key, int(true), int(said)))
 
@@ -163,10 +136,10 @@ class ClipMeter:
         miou, per_class = miou_percent(self.confusion)
         wrong = max(int(self.components[1:].sum()), 1)
         band = np.concatenate(self.band_distances) if self.band_distances else np.zeros(1)
-        names = nuscenes16().names
+        names = class_space(self.space).names
         return {
             'clip_miou': miou, 'clip_accuracy': float(
-                100 * np.trace(self.confusion[:, :NUM_CLASSES]) / max(self.confusion.sum(), 1)),
+                100 * np.trace(self.confusion[:, :self.classes]) / max(self.confusion.sum(), 1)),
             'per_class_iou': dict(zip(names, per_class, strict=True)),
             'persistent_share': float(self.components[PERSISTENT] / wrong),
             'view_share': float(self.components[VIEW] / wrong),
@@ -180,8 +153,9 @@ class ClipMeter:
 
 @dataclass
 class SamMeter:
-    """Statistics of simulated SAM masks against the ground truth."""
+    """Statistics of simulated SAM masks against the ground truth (of class space ``space``)."""
 
+    space: str = NUSCENES16
     masks_per_image: list[int] = field(default_factory=list)
     coverage: list[float] = field(default_factory=list)
     overlap: list[float] = field(default_factory=list)
@@ -192,8 +166,8 @@ class SamMeter:
     total: int = 0
     objects: int = 0
     nested: int = 0
-    road: list[int] = field(default_factory=list)
-    building: list[int] = field(default_factory=list)
+    #: result key (``road``, ``wall``, ...) -> per image with that class, its masks of that class
+    stuff: dict[str, list[int]] = field(default_factory=dict)
 
     #: Mask-area bins (fraction of the image) of the purity-by-size breakdown.
     area_bins: tuple[float, ...] = (0.001, 0.005, 0.02, 0.1)
@@ -220,16 +194,15 @@ class SamMeter:
             lab = lab[lab != IGNORE_INDEX]
             if not lab.size:
                 continue
-            hist = np.bincount(lab, minlength=NUM_CLASSES)
+            hist = np.bincount(lab, minlength=class_space(self.space).num_classes)
             bin_ = int(np.digitize(area, self.area_bins))
             self.purity_sum[:, bin_] += (hist.max(), lab.size)
             self.crossing += hist.max() / lab.size < 0.9
             majority.append(int(hist.argmax()))
-        names = nuscenes16().names
-        if np.any(truth == names.index('driveable_surface')):
-            self.road.append(majority.count(names.index('driveable_surface')))
-        if np.any(truth == names.index('manmade')):
-            self.building.append(majority.count(names.index('manmade')))
+        names = class_space(self.space).names
+        for key, name in STUFF_MASK_CLASSES[self.space].items():
+            if np.any(truth == names.index(name)):
+                self.stuff.setdefault(key, []).append(majority.count(names.index(name)))
         if instances is not None and len(levels):
             level = np.array(levels)
             wholes, parts = set(instances[level == 'whole']), set(instances[level == 'part'])
@@ -251,24 +224,31 @@ class SamMeter:
             'sam_islands': self.islands / max(self.total, 1),
             'sam_small_share': self.small / max(self.total, 1),
             'sam_nesting': self.nested / max(self.objects, 1),
-            'sam_road_masks': float(np.median(self.road)) if self.road else 0.0,
-            'sam_building_masks': float(np.median(self.building)) if self.building else 0.0}
+            **{f'sam_{key}_masks': float(np.median(self.stuff[key])) if self.stuff.get(key)
+               else 0.0 for key in STUFF_MASK_CLASSES[self.space]}}
 
 
 @dataclass
 class VotingMeter:
-    """mIoU of a labeler before and after majority voting in SAM masks, for both orders."""
+    """mIoU of a labeler before and after majority voting in SAM masks, for both orders
+    (``classes``: C of the class space)."""
 
-    before: np.ndarray = field(default_factory=lambda: np.zeros((16, 17), np.int64))
-    after: dict[str, np.ndarray] = field(default_factory=lambda: {
-        order: np.zeros((16, 17), np.int64) for order in ('area_descending', 'area_ascending')})
+    classes: int = NUM_CLASSES
+    before: np.ndarray | None = None
+    after: dict[str, np.ndarray] | None = None
+
+    def __post_init__(self) -> None:
+        self.before = _confusion(self.classes) if self.before is None else self.before
+        if self.after is None:
+            self.after = {order: _confusion(self.classes)
+                          for order in ('area_descending', 'area_ascending')}
 
     def add(self, labels: np.ndarray, masks: np.ndarray, truth: np.ndarray) -> None:
         """Add one image: (H, W) labeler labels, (M, H, W) masks, (H, W) truth."""
-        self.before += confusion_matrix(truth, labels, NUM_CLASSES)
+        self.before += confusion_matrix(truth, labels, self.classes)
         for order, confusion in self.after.items():
             refined = refine_labels(labels, masks, order=order, ignore_index=IGNORE_INDEX)[0]
-            confusion += confusion_matrix(truth, refined, NUM_CLASSES)
+            confusion += confusion_matrix(truth, refined, self.classes)
 
     def result(self) -> dict[str, float]:
         """mIoU before, after (per order) and the gains, percent points."""
@@ -283,10 +263,11 @@ class VotingMeter:
 @dataclass
 class LinearProbe:
     """A linear class probe fitted from streamed samples: ridge regression of standardized
-    features onto one-hot classes (0..15), prediction by argmax. Only sufficient statistics
-    are kept, so every embedding cell of every image can be used."""
+    features onto one-hot classes (0..C-1, C = ``classes``), prediction by argmax. Only
+    sufficient statistics are kept, so every embedding cell of every image can be used."""
 
     ridge: float = 1.0
+    classes: int = NUM_CLASSES
     _xtx: np.ndarray | None = None
     _xty: np.ndarray | None = None
     _sum: np.ndarray | None = None
@@ -295,16 +276,19 @@ class LinearProbe:
     _weights: np.ndarray | None = None
     _mean: np.ndarray | None = None
     _std: np.ndarray | None = None
-    confusion: np.ndarray = field(default_factory=lambda: np.zeros((16, 17), np.int64))
+    confusion: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.confusion = _confusion(self.classes) if self.confusion is None else self.confusion
 
     def add_train(self, x: np.ndarray, y: np.ndarray) -> None:
-        """Add (N, K) features with (N,) classes 0..15."""
+        """Add (N, K) features with (N,) classes 0..C-1."""
         x = x.astype(np.float64)
-        target = np.eye(NUM_CLASSES)[y]
+        target = np.eye(self.classes)[y]
         if self._xtx is None:
             k = x.shape[1]
-            self._xtx, self._xty = np.zeros((k, k)), np.zeros((k, NUM_CLASSES))
-            self._sum, self._ysum = np.zeros(k), np.zeros(NUM_CLASSES)
+            self._xtx, self._xty = np.zeros((k, k)), np.zeros((k, self.classes))
+            self._sum, self._ysum = np.zeros(k), np.zeros(self.classes)
         self._xtx += x.T @ x
         self._xty += x.T @ target
         self._sum += x.sum(axis=0)
@@ -320,7 +304,7 @@ class LinearProbe:
         gram = np.zeros((k + 1, k + 1))
         gram[:k, :k] = cov / np.outer(std, std)
         gram[k, k] = n
-        rhs = np.zeros((k + 1, NUM_CLASSES))
+        rhs = np.zeros((k + 1, self.classes))
         rhs[:k] = (self._xty - np.outer(mean, self._ysum)) / std[:, None]
         rhs[k] = self._ysum
         self._weights = np.linalg.solve(gram + self.ridge * np.eye(k + 1), rhs)
@@ -335,7 +319,7 @@ class LinearProbe:
         """Score (N, K) features against (N,) classes (after :meth:`fit`)."""
         z = (x.astype(np.float64) - self._mean) / self._std
         pred = np.argmax(z @ self._weights[:-1] + self._weights[-1], axis=1)
-        self.confusion += confusion_matrix(y, pred, NUM_CLASSES)
+        self.confusion += confusion_matrix(y, pred, self.classes)
 
     def miou(self) -> float:
         """Test mIoU over the classes present, percent."""
@@ -346,12 +330,17 @@ class LinearProbe:
 class TwoFoldProbe:
     """A linear probe scored two-fold: cells are added with their fold (0 or 1, e.g. by
     scene); each fold's probe is fitted on every cell of its fold and scored on every
-    ``stride``-th cell of the other fold; the mIoU is over both scorings together."""
+    ``stride``-th cell of the other fold; the mIoU is over both scorings together
+    (``classes``: C of the class space)."""
 
     stride: int = 4
-    probes: tuple[LinearProbe, LinearProbe] = field(
-        default_factory=lambda: (LinearProbe(), LinearProbe()))
+    classes: int = NUM_CLASSES
+    probes: tuple[LinearProbe, LinearProbe] | None = None
     held: list[tuple[int, np.ndarray, np.ndarray]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.probes is None:
+            self.probes = (LinearProbe(classes=self.classes), LinearProbe(classes=self.classes))
 
     def add(self, fold: int, x: np.ndarray, y: np.ndarray) -> None:
         """Add (N, K) features with (N,) classes of one fold."""
@@ -362,7 +351,7 @@ class TwoFoldProbe:
         """Test mIoU (percent, classes present) over both folds."""
         for probe in self.probes:
             probe.fit()
-        confusion = np.zeros((16, 17), np.int64)
+        confusion = _confusion(self.classes)
         for fold, x, y in self.held:
             probe = self.probes[1 - fold]
             probe.confusion[:] = 0
@@ -372,9 +361,10 @@ class TwoFoldProbe:
 
 
 def linear_probe_miou(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
-                      test_y: np.ndarray, ridge: float = 1.0) -> float:
+                      test_y: np.ndarray, ridge: float = 1.0, classes: int = NUM_CLASSES
+                      ) -> float:
     """mIoU (percent, classes present in ``test_y``) of a linear probe: ridge regression of
-    standardized (N, K) features onto one-hot classes (0..15), argmax."""
+    standardized (N, K) features onto one-hot classes (0..C-1, C = ``classes``), argmax."""
     mean, std = train_x.mean(axis=0), train_x.std(axis=0) + 1e-6
 
     def design(x: np.ndarray) -> np.ndarray:
@@ -382,7 +372,7 @@ def linear_probe_miou(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarr
         return np.concatenate([z, np.ones((len(z), 1))], axis=1)
 
     a = design(train_x.astype(np.float64))
-    target = np.eye(NUM_CLASSES)[train_y]
+    target = np.eye(classes)[train_y]
     weights = np.linalg.solve(a.T @ a + ridge * np.eye(a.shape[1]), a.T @ target)
     pred = np.argmax(design(test_x.astype(np.float64)) @ weights, axis=1)
-    return miou_percent(confusion_matrix(test_y, pred, NUM_CLASSES))[0]
+    return miou_percent(confusion_matrix(test_y, pred, classes))[0]

@@ -14,15 +14,23 @@ default)::
       generator: realistic          # or label_projection (a label leak; clip_like only)
       ...
 
-A missing section is the noise-free generator of that section. Per-class parameters are
-mappings from nuScenes-16 class names (plus ``default``) to values, and ``confusion`` is a
-mapping ``true class -> {wrong class: weight}``. Unknown sections, generators, keys and class
-names are errors that name the file and the key; ``seed`` is not a noise parameter (it comes
-from ``pseudo_label --seed``).
+A missing section is the noise-free generator of that section. The top-level key
+``class_space`` names the classes the file is for (:mod:`cns_ros.teachers.class_space`:
+``nuscenes16``, the default, or ``scannet20``). Per-class parameters are mappings from that
+space's class names (plus ``default``) to values, or lists of one value per class in
+training-id order, and ``confusion`` is a mapping ``true class -> {wrong class: weight}``. A
+per-class parameter a file of another class space than nuScenes-16 omits is neutral (no errors,
+salience 1, the classes of unlabelled pixels uniform, no confusion weights), since the
+dataclass defaults are nuScenes-16's. Unknown sections, generators, keys, class spaces and class
+names, and lists of the wrong length, are errors that name the file and the key; ``seed`` is not
+a noise parameter (it comes from ``pseudo_label --seed``).
 
 Presets (:data:`PRESETS`) are the files of that folder: ``noise_free``, ``clip_like`` (the old
-kind stand-ins) and ``realistic`` (calibrated to teacher_noise.md 7; pseudo_label's default),
-plus ``segformer_like`` (a 50-70 mIoU labeler, used only to calibrate SAM voting).
+kind stand-ins; no class names, so they fit every class space) and ``realistic`` (calibrated to
+teacher_noise.md 7; pseudo_label's default), plus ``segformer_like`` (a 50-70 mIoU labeler,
+used only to calibrate SAM voting), and their scannet20 counterparts ``realistic_indoor``
+(calibrated to the indoor columns of teacher_noise.md 7 on the synthetic indoor world) and
+``segformer_like_indoor``.
 """
 
 from __future__ import annotations
@@ -36,16 +44,22 @@ from typing import Any
 
 import numpy as np
 
+from cns_ros.teachers.class_space import (
+    CLASS_SPACES,
+    NUSCENES16,
+    ClassSpace,
+    class_space,
+)
 from cns_ros.teachers.realistic_clip import RealisticClip, RealisticClipConfig
 from cns_ros.teachers.realistic_sam import RealisticSam, RealisticSamConfig
 from cns_ros.teachers.sam_embedding import SamEmbedding, SamEmbeddingConfig
 from cns_ros.teachers.simulated_clip import SimulatedClip, SimulatedClipConfig
 from cns_ros.teachers.simulated_sam import SimulatedSam, SimulatedSamConfig
-from cns_ros.vocabulary import nuscenes16
 
 #: Preset name -> noise file name in the noise folder.
 PRESETS: dict[str, str] = {name: f'{name}.yaml' for name in (
-    'noise_free', 'clip_like', 'realistic', 'segformer_like')}
+    'noise_free', 'clip_like', 'realistic', 'segformer_like', 'realistic_indoor',
+    'segformer_like_indoor')}
 #: Section -> generator name -> config dataclass (None: a generator without parameters).
 GENERATORS: dict[str, dict[str, type | None]] = {
     'clip': {'region_noise': SimulatedClipConfig, 'realistic': RealisticClipConfig},
@@ -54,7 +68,11 @@ GENERATORS: dict[str, dict[str, type | None]] = {
 }
 _DEFAULT_GENERATOR = {'clip': 'region_noise', 'sam': 'region_split_merge',
                       'embedding': 'label_projection'}
-_PER_CLASS = frozenset({'persistent_wrong', 'view_wrong', 'sky_classes', 'salience'})
+#: Per-class parameters and their neutral value (used where a file of a class space other than
+#: the dataclass defaults' omits them).
+_PER_CLASS: dict[str, float] = {'persistent_wrong': 0.0, 'view_wrong': 0.0, 'sky_classes': 1.0,
+                                'salience': 1.0}
+_TOP_LEVEL = 'class_space'
 
 
 class NoiseFileError(ValueError):
@@ -99,6 +117,8 @@ class TeacherNoise:
         sam: Config of the SAM mask stand-in.
         embedding: Config of the realistic SAM-embedding stand-in, or None for the label
             projection of :class:`~cns_ros.teachers.simulated_sam.SimulatedSam`.
+        class_space: The class space whose classes the file names (``nuscenes16`` or
+            ``scannet20``).
     """
 
     name: str
@@ -106,6 +126,7 @@ class TeacherNoise:
     clip: SimulatedClipConfig | RealisticClipConfig
     sam: SimulatedSamConfig | RealisticSamConfig
     embedding: SamEmbeddingConfig | None
+    class_space: str = NUSCENES16
 
     def with_seed(self, seed: int) -> TeacherNoise:
         """The same noise with every generator seeded by ``seed``."""
@@ -129,7 +150,7 @@ class TeacherNoise:
         """Every resolved parameter as plain JSON values (for a manifest; the file's path is
         left out so that a cache does not depend on where the checkout lives)."""
         gens = self.generators()
-        out: dict[str, Any] = {'name': self.name}
+        out: dict[str, Any] = {'name': self.name, 'class_space': self.class_space}
         for section, value in (('clip', self.clip), ('sam', self.sam),
                                ('embedding', self.embedding)):
             params = {} if value is None else {
@@ -155,8 +176,9 @@ def load_noise(name_or_path: str | Path, seed: int = 0) -> TeacherNoise:
     """Read a noise file (a preset name or a path) into :class:`TeacherNoise`, seeded.
 
     Raises:
-        NoiseFileError: Missing file, bad YAML, unknown section / generator / key / class name,
-            or an invalid value (the message names the file and the key).
+        NoiseFileError: Missing file, bad YAML, unknown section / generator / key / class space /
+            class name, a per-class list of the wrong length, or an invalid value (the message
+            names the file and the key).
     """
     import yaml
 
@@ -167,18 +189,23 @@ def load_noise(name_or_path: str | Path, seed: int = 0) -> TeacherNoise:
         raise NoiseFileError(f'{path}: not valid YAML: {exc}') from exc
     if not isinstance(document, dict):
         raise NoiseFileError(f'{path}: expected a mapping of sections {tuple(GENERATORS)}')
-    unknown = sorted(set(document) - set(GENERATORS))
+    unknown = sorted(set(document) - set(GENERATORS) - {_TOP_LEVEL})
     if unknown:
         raise NoiseFileError(f'{path}: unknown section {unknown[0]!r}; sections are '
-                             f'{", ".join(GENERATORS)}')
-    configs = {section: _section(path, section, document.get(section))
+                             f'{", ".join(GENERATORS)} (and the key {_TOP_LEVEL})')
+    space_name = document.get(_TOP_LEVEL, NUSCENES16)
+    if space_name not in CLASS_SPACES:
+        raise NoiseFileError(f'{path}: {_TOP_LEVEL}: expected one of {", ".join(CLASS_SPACES)}, '
+                             f'found {space_name!r}')
+    space = class_space(space_name)
+    configs = {section: _section(path, section, document.get(section), space)
                for section in GENERATORS}
     name = next((k for k, v in PRESETS.items() if str(name_or_path) == k), path.stem)
     return TeacherNoise(name, str(path), configs['clip'], configs['sam'],
-                        configs['embedding']).with_seed(seed)
+                        configs['embedding'], space.name).with_seed(seed)
 
 
-def _section(path: Path, section: str, values: Any) -> Any:
+def _section(path: Path, section: str, values: Any, space: ClassSpace) -> Any:
     """The config dataclass of one section (None for a parameterless generator)."""
     values = dict(values or {})
     generator = values.pop('generator', _DEFAULT_GENERATOR[section])
@@ -198,20 +225,36 @@ def _section(path: Path, section: str, values: Any) -> Any:
         if key not in names:
             raise NoiseFileError(f'{path}: {section}.{key}: unknown key for generator '
                                  f'{generator!r} (known: {", ".join(sorted(names))})')
-        kwargs[key] = _convert(path, f'{section}.{key}', key, value, hints[key])
+        kwargs[key] = _convert(path, f'{section}.{key}', key, value, hints[key], space)
+    kwargs.update(_neutral_defaults(cls, space, kwargs))
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
         raise NoiseFileError(f'{path}: {section}: {exc}') from exc
 
 
-def _convert(path: Path, where: str, key: str, value: Any, hint: Any) -> Any:
+def _neutral_defaults(cls: type, space: ClassSpace, given: dict[str, Any]) -> dict[str, Any]:
+    """Neutral per-class values (and an all-zero confusion) for the fields of ``cls`` that the
+    file omits and whose dataclass default is sized for another number of classes."""
+    classes, out = space.num_classes, {}
+    for f in dataclasses.fields(cls):
+        if f.name in given or not isinstance(f.default, tuple):
+            continue
+        if f.name in _PER_CLASS and len(f.default) != classes:
+            out[f.name] = (_PER_CLASS[f.name],) * classes
+        elif f.name == 'confusion' and len(f.default) != classes:
+            out[f.name] = ((0.0,) * classes,) * classes
+    return out
+
+
+def _convert(path: Path, where: str, key: str, value: Any, hint: Any, space: ClassSpace
+             ) -> Any:
     """A YAML value as the dataclass field wants it (per-class and confusion mappings,
     tuples, numbers)."""
     if key in _PER_CLASS:
-        return _per_class(path, where, value)
+        return _per_class(path, where, value, space)
     if key == 'confusion':
-        return None if value is None else _confusion(path, where, value)
+        return None if value is None else _confusion(path, where, value, space)
     if isinstance(value, list):
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
             raise NoiseFileError(f'{path}: {where}: expected a list of numbers, found {value!r}')
@@ -226,26 +269,34 @@ def _convert(path: Path, where: str, key: str, value: Any, hint: Any) -> Any:
     return float(value) if isinstance(value, int) and hint is not str else value
 
 
-def _class_index(path: Path, where: str, name: Any) -> int:
-    names = nuscenes16().names
+def _class_index(path: Path, where: str, name: Any, space: ClassSpace) -> int:
+    names = space.names
     if name not in names:
-        raise NoiseFileError(f'{path}: {where}: unknown class {name!r}; classes are '
-                             f'{", ".join(names)}')
+        raise NoiseFileError(f'{path}: {where}: unknown class {name!r} in class space '
+                             f'{space.name} (set by the top-level key {_TOP_LEVEL}); classes '
+                             f'are {", ".join(names)}')
     return names.index(name)
 
 
-def _per_class(path: Path, where: str, value: Any) -> tuple[float, ...]:
-    """16 values from ``{default: x, <class>: y, ...}``."""
-    if not isinstance(value, dict):
+def _per_class(path: Path, where: str, value: Any, space: ClassSpace) -> tuple[float, ...]:
+    """C values from ``{default: x, <class>: y, ...}`` or a list of C numbers."""
+    classes = space.num_classes
+    if isinstance(value, list):
+        if len(value) != classes:
+            raise NoiseFileError(f'{path}: {where}: expected {classes} values (one per '
+                                 f'{space.name} class), found {len(value)}')
+        out = list(value)
+    elif isinstance(value, dict):
+        value = dict(value)
+        default = value.pop('default', None)
+        out = [default] * classes
+        for name, v in value.items():
+            out[_class_index(path, f'{where}.{name}', name, space)] = v
+    else:
         raise NoiseFileError(f'{path}: {where}: expected a mapping of class names (and '
-                             f'default) to numbers')
-    value = dict(value)
-    default = value.pop('default', None)
-    out = [default] * 16
-    for name, v in value.items():
-        out[_class_index(path, f'{where}.{name}', name)] = v
+                             f'default) to numbers, or a list of {classes} numbers')
     if any(v is None for v in out):
-        missing = [n for n, v in zip(nuscenes16().names, out, strict=True) if v is None]
+        missing = [n for n, v in zip(space.names, out, strict=True) if v is None]
         raise NoiseFileError(f'{path}: {where}: no value for {", ".join(missing)} (give them or '
                              f'a default)')
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in out):
@@ -253,18 +304,19 @@ def _per_class(path: Path, where: str, value: Any) -> tuple[float, ...]:
     return tuple(float(v) for v in out)
 
 
-def _confusion(path: Path, where: str, value: Any) -> tuple[tuple[float, ...], ...]:
-    """(16, 16) weights from ``{true class: {wrong class: weight}}``."""
+def _confusion(path: Path, where: str, value: Any, space: ClassSpace
+               ) -> tuple[tuple[float, ...], ...]:
+    """(C, C) weights from ``{true class: {wrong class: weight}}``."""
     if not isinstance(value, dict):
         raise NoiseFileError(f'{path}: {where}: expected a mapping true class -> '
                              f'{{wrong class: weight}}')
-    weights = np.zeros((16, 16))
+    weights = np.zeros((space.num_classes, space.num_classes))
     for true, row in value.items():
-        a = _class_index(path, f'{where}.{true}', true)
+        a = _class_index(path, f'{where}.{true}', true, space)
         if not isinstance(row, dict):
             raise NoiseFileError(f'{path}: {where}.{true}: expected {{wrong class: weight}}')
         for wrong, w in row.items():
-            b = _class_index(path, f'{where}.{true}.{wrong}', wrong)
+            b = _class_index(path, f'{where}.{true}.{wrong}', wrong, space)
             if isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0:
                 raise NoiseFileError(f'{path}: {where}.{true}.{wrong}: expected a weight >= 0')
             weights[a, b] = float(w)
