@@ -118,7 +118,7 @@ def decode_rgbd_cloud(msg: Any, max_points: int, report: Callable[..., None]
     xyz[invalid] = np.nan
     height = int(msg.height)
     shape = (height, int(msg.width)) if height > 1 else None
-    return RgbdFrame(xyz, rgb, shape, msg.header, int(invalid.sum()))
+    return RgbdFrame(xyz, rgb, shape, getattr(msg, 'header', None), int(invalid.sum()))
 
 
 def _camera(info: Any, report: Callable[..., None]) -> Any:
