@@ -324,3 +324,27 @@ def malformed_inputs(camera, depth, rgb, xyz, procs) -> None:
     assert camera.spin(20.0, lambda: len(got['/cns/labeled_points']) > 1, procs)
     assert stamp_of(got['/cns/labeled_points'][1]) == stamp + 4 * 10**8
     camera.spin(0.5)
+
+
+def test_rgbd_parameters_are_checked_and_segment_rgbd_yaml_is_valid():
+    """config/segment_rgbd.yaml sets only declared parameters, with their types, and passes
+    the node's checks; RGB-D modes refuse LiDAR cameras, photo colours need an RGB-D mode."""
+    import yaml
+    from rclpy.parameter import Parameter
+
+    from cns_ros.ros.segment_params import PARAMETERS, validate_parameters
+
+    defaults = {s.name: [] if isinstance(s.default, Parameter.Type) else s.default
+                for s in PARAMETERS}
+    values = yaml.safe_load((ROOT / 'config' / 'segment_rgbd.yaml').read_text())
+    values = values['/**']['ros__parameters']
+    assert set(values) <= set(defaults), set(values) - set(defaults)
+    for name, value in values.items():
+        assert type(value) is type(defaults[name]), name
+    checked = validate_parameters({**defaults, **values, 'model': '/bundle'})
+    assert checked['input_mode'] == 'rgbd_images'
+    for bad, match in (({'input_mode': 'rgbd_points', 'cameras': ['cam_front']}, 'takes none'),
+                       ({'output_color': 'photo'}, 'needs input_mode rgbd_points'),
+                       ({'input_mode': 'rgbd'}, "'input_mode' must be one of")):
+        with pytest.raises(ValueError, match=match):
+            validate_parameters({**defaults, 'model': '/bundle', **bad})

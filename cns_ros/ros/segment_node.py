@@ -113,7 +113,8 @@ parameter (:func:`cns_ros.ros.runtime.run_node`).
 
 Modules: parameters in :mod:`cns_ros.ros.segment_params`, synchronizer + mailbox + their
 accounting in :mod:`cns_ros.ros.intake` (:mod:`cns_ros.ros.sync`, :mod:`cns_ros.ros.mailbox`),
-sweep decoding in :mod:`cns_ros.ros.sweep_io`, camera label images
+sweep decoding in :mod:`cns_ros.ros.sweep_io`, RGB-D frames in :mod:`cns_ros.ros.rgbd_input`
+(:mod:`cns_ros.ros.rgbd_io`, :mod:`cns_ros.rgbd`), camera label images
 in :mod:`cns_ros.ros.camera_labels`, drop/event reports in :mod:`cns_ros.ros.reporting`, the
 process lifecycle in :mod:`cns_ros.ros.runtime`; the inference itself is
 :class:`cns_ros.segmenter.Segmenter` (no ROS).
