@@ -229,35 +229,44 @@ def stop(proc: subprocess.Popen, stats) -> dict:
 
 
 def test_rgbd_images_and_organized_clouds_through_dds(camera, bundle, tmp_path):
-    from cns_ros.pointcloud import read_cloud, unpack_rgb
     from cns_ros.segmenter import Segmenter
 
     procs = start_nodes(tmp_path, bundle)
     try:
-        run_both_modes(camera, procs, tmp_path, Segmenter(bundle, device='cpu'),
-                       read_cloud, unpack_rgb)
+        got = camera.got
+        ready = camera.spin(90.0, lambda: all(got[f'{p}/class_names'] for p in ('/cns', '/pts'))
+                            and camera.depth.get_subscription_count() > 0
+                            and camera.points.get_subscription_count() > 0, procs)
+        assert ready, procs[0].log.read_text() + procs[1].log.read_text()
+        depth, rgb = scene()
+        xyz, labels = check_images(camera, procs, Segmenter(bundle, device='cpu'), depth, rgb)
+        check_points(camera, procs, xyz, rgb, labels)
+        malformed_inputs(camera, depth, rgb, xyz, procs)
+        assert len(got['/cns/labeled_points']) == 2 and len(got['/pts/label_image']) == 1
+        summary = stop(procs[0], tmp_path / 'images.json')
+        assert summary['drops'] == {'bad_depth': 1, 'size_mismatch': 1, 'bad_camera_info': 1,
+                                    'unmatched_depth': 1}, summary
+        assert summary['inputs'] == 6 and summary['outputs'] == 2
+        assert summary['info']['rgbd.invalid_points_last'] == int((depth == 0).sum())
+        summary = stop(procs[1], tmp_path / 'points.json')
+        assert summary['drops'] == {'missing_rgb': 1} and summary['outputs'] == 2, summary
     finally:
         reap(procs, grace_s=10)
 
 
-def run_both_modes(camera, procs, tmp_path, segmenter, read_cloud, unpack_rgb) -> None:
-    images, points = procs
-    got = camera.got
-    ready = camera.spin(90.0, lambda: all(got[f'{p}/class_names'] for p in ('/cns', '/pts'))
-                        and camera.depth.get_subscription_count() > 0
-                        and camera.points.get_subscription_count() > 0, procs)
-    assert ready, images.log.read_text() + points.log.read_text()
-    names = json.loads(got['/cns/class_names'][-1].data)
-    assert [n['name'] for n in names][:3] == ['wall', 'floor', 'cabinet']
-    depth, rgb = scene()
-    invalid = (depth == 0).ravel()
+def check_images(camera, procs, segmenter, depth, rgb) -> tuple[np.ndarray, np.ndarray]:
+    """(b) depth + colour + CameraInfo: an organized cloud in the colour camera's frame with
+    the hand back-projection, the labels of this process's run of the bundle on it, and the
+    label image on the same grid; returns the cloud's (N, 3) points and labels."""
+    from cns_ros.pointcloud import read_cloud, unpack_rgb
 
-    # (b) depth + colour + CameraInfo: an organized cloud in the colour camera's frame.
+    got = camera.got
+    invalid = (depth == 0).ravel()
     camera.camera_info(K, T0)
     camera.spin(0.3)
     camera.frame(depth, rgb, T0)
     assert camera.spin(20.0, lambda: got['/cns/labeled_points'] and got['/cns/label_image'],
-                       procs), images.log.read_text()
+                       procs), procs[0].log.read_text()
     cloud, image = got['/cns/labeled_points'][0], got['/cns/label_image'][0]
     assert stamp_of(cloud) == stamp_of(image) == T0
     assert cloud.header.frame_id == image.header.frame_id == FRAME
@@ -270,36 +279,36 @@ def run_both_modes(camera, procs, tmp_path, segmenter, read_cloud, unpack_rgb) -
     np.testing.assert_array_equal(out['label'], expected.labels)
     np.testing.assert_allclose(out['confidence'], expected.confidence, rtol=1e-5)
     assert (out['label'][invalid] == 65535).all() and (out['confidence'][invalid] == 0).all()
+    names = json.loads(got['/cns/class_names'][-1].data)
+    assert [n['name'] for n in names][:3] == ['wall', 'floor', 'cabinet']
     colors = np.array([n['color'] for n in names], np.uint8)
     np.testing.assert_array_equal(unpack_rgb(out['rgb'][~invalid]),
                                   colors[out['label'][~invalid]])
     pixels = label_pixels(image)
     np.testing.assert_array_equal(pixels.ravel(), out['label'])  # same grid index
     np.testing.assert_array_equal(pixels.ravel() == 65535, invalid)
+    return xyz, out['label']
 
-    # (a) the same frame as the driver's organized coloured cloud: the same labels.
+
+def check_points(camera, procs, xyz, rgb, labels) -> None:
+    """(a) the same frame as the driver's organized coloured cloud: the same labels and label
+    image; unorganized (height 1, no-depth points left out by the driver): a cloud, no image."""
+    from cns_ros.pointcloud import read_cloud
+
+    got = camera.got
     camera.cloud(xyz, rgb, T0, (H, W))
     assert camera.spin(20.0, lambda: got['/pts/labeled_points'] and got['/pts/label_image'],
-                       procs), points.log.read_text()
-    organized, image_pts = got['/pts/labeled_points'][0], got['/pts/label_image'][0]
-    assert (organized.height, organized.width) == (H, W) and stamp_of(image_pts) == T0
-    np.testing.assert_array_equal(read_cloud(organized)['label'], out['label'])
-    np.testing.assert_array_equal(label_pixels(image_pts), pixels)
-    # ... unorganized (height 1; no-depth points dropped by the driver): a cloud, no image.
-    camera.cloud(xyz[~invalid], rgb.reshape(-1, 3)[~invalid], T0 + 10**8, None)
+                       procs), procs[1].log.read_text()
+    organized, image = got['/pts/labeled_points'][0], got['/pts/label_image'][0]
+    assert (organized.height, organized.width) == (H, W) and stamp_of(image) == T0
+    np.testing.assert_array_equal(read_cloud(organized)['label'], labels)
+    np.testing.assert_array_equal(label_pixels(image).ravel(), labels)
+    valid = np.isfinite(xyz).all(axis=1)
+    camera.cloud(xyz[valid], rgb.reshape(-1, 3)[valid], T0 + 10**8, None)
     assert camera.spin(20.0, lambda: len(got['/pts/labeled_points']) > 1, procs)
     flat = got['/pts/labeled_points'][1]
-    assert (flat.height, flat.width) == (1, int((~invalid).sum()))
-    np.testing.assert_array_equal(read_cloud(flat)['label'], out['label'][~invalid])
-    malformed_inputs(camera, depth, rgb, xyz, procs)
-    assert len(got['/cns/labeled_points']) == 2 and len(got['/pts/label_image']) == 1
-    summary = stop(images, tmp_path / 'images.json')
-    assert summary['drops'] == {'bad_depth': 1, 'size_mismatch': 1, 'bad_camera_info': 1,
-                                'unmatched_depth': 1}, summary
-    assert summary['inputs'] == 6 and summary['outputs'] == 2
-    assert summary['info']['rgbd.invalid_points_last'] == int(invalid.sum())
-    summary = stop(points, tmp_path / 'points.json')
-    assert summary['drops'] == {'missing_rgb': 1} and summary['outputs'] == 2, summary
+    assert (flat.height, flat.width) == (1, int(valid.sum()))
+    np.testing.assert_array_equal(read_cloud(flat)['label'], labels[valid])
 
 
 def malformed_inputs(camera, depth, rgb, xyz, procs) -> None:
