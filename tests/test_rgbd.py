@@ -5,6 +5,7 @@ message-like objects, with every malformed case dropped under its reason."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -23,6 +24,7 @@ from cns_ros.rgbd import (
     raw_image_rgb,
 )
 from cns_ros.ros.rgbd_io import (
+    RGBD_DROP_REASONS,
     decode_rgbd_cloud,
     decode_rgbd_images,
     label_image_fields,
@@ -248,6 +250,10 @@ def test_malformed_rgbd_images_are_dropped_by_reason():
         frame = decode_rgbd_images(d, c, i, depth_unit=0.001, max_points=100,
                                    rays=RayCache(), report=drops)
         assert frame is None and drops.seen == [(reason, True)], (reason, drops.seen)
+    assert set(cases) - {'too_large'} <= set(RGBD_DROP_REASONS)
+    documented = (Path(__file__).resolve().parents[1] / 'cns_ros' / 'ros' /
+                  'segment_node.py').read_text()
+    assert all(f'``{reason}``' in documented for reason in RGBD_DROP_REASONS)
     drops = Drops()  # CameraInfo of another resolution: a size mismatch too
     assert decode_rgbd_images(depth, colour, camera_info(width=8, height=6), depth_unit=0.001,
                               max_points=100, rays=RayCache(), report=drops) is None

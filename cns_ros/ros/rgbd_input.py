@@ -21,13 +21,13 @@ from cns_ros.pointcloud import CloudData
 from cns_ros.rgbd import RayCache
 from cns_ros.ros.mailbox import Sweep
 from cns_ros.ros.rgbd_io import (
+    RGBD_COLOR,
     RgbdFrame,
     decode_rgbd_cloud,
     decode_rgbd_images,
     label_image_fields,
     labeled_frame_cloud,
 )
-from cns_ros.ros.segment_params import RGBD_COLOR
 
 __all__ = ['RgbdInput']
 

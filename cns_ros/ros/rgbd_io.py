@@ -40,9 +40,11 @@ from cns_ros.rgbd import (
 )
 from cns_ros.ros.sweep_io import read_packed_rgb
 
-__all__ = ['RGBD_DROP_REASONS', 'RgbdFrame', 'decode_rgbd_cloud', 'decode_rgbd_images',
-           'label_image_fields', 'labeled_frame_cloud']
+__all__ = ['RGBD_COLOR', 'RGBD_DROP_REASONS', 'RgbdFrame', 'decode_rgbd_cloud',
+           'decode_rgbd_images', 'label_image_fields', 'labeled_frame_cloud']
 
+#: The synchronizer's name of the colour image paired with a depth image (rgbd_images).
+RGBD_COLOR = 'color'
 #: Drop reasons of RGB-D input (besides ``too_large``, ``malformed``, ``missing_xyz``,
 #: ``bad_fields`` shared with LiDAR clouds).
 RGBD_DROP_REASONS = ('missing_rgb', 'bad_rgb', 'bad_depth', 'bad_color', 'size_mismatch',

@@ -19,6 +19,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import ReliabilityPolicy
 
+from cns_ros.ros.rgbd_io import RGBD_COLOR
 from cns_ros.ros.sync import SyncConfig
 
 __all__ = ['CHOICES', 'PARAMETERS', 'RELIABILITY', 'RGBD_COLOR', 'RGBD_MODES',
@@ -42,8 +43,6 @@ CHOICES = {
 #: Input modes of an RGB-D camera (no LiDAR cameras, photo colours available).
 RGBD_MODES = ('rgbd_points', 'rgbd_images')
 _INT_MAX = 2**31 - 1
-#: The synchronizer's name of the colour image in input_mode rgbd_images.
-RGBD_COLOR = 'color'
 
 
 @dataclass(frozen=True)
