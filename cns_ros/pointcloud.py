@@ -452,7 +452,8 @@ def unpack_rgb(rgb: ArrayLike) -> np.ndarray:
 
 
 def create_labeled_cloud(xyz: ArrayLike, intensity: ArrayLike, labels: ArrayLike,
-                         confidence: ArrayLike, colors: ArrayLike) -> CloudData:
+                         confidence: ArrayLike, colors: ArrayLike,
+                         shape: tuple[int, int] | None = None) -> CloudData:
     """Encode the ``/cns/labeled_points`` layout (:data:`LABELED_CLOUD_DTYPE`).
 
     Args:
@@ -462,6 +463,8 @@ def create_labeled_cloud(xyz: ArrayLike, intensity: ArrayLike, labels: ArrayLike
         confidence: (N,) in ``[0, 1]``.
         colors: (N, 3) uint8 RGB per point (usually the class color), or the (N,) float32
             ``rgb`` values :func:`pack_rgb` makes of them.
+        shape: ``(height, width)`` with ``height * width = N``: an organized cloud (rows in
+            row-major order, as an RGB-D camera's pixel grid); None: unorganized (height 1).
 
     Raises:
         ValueError: shapes disagree or labels do not fit uint16.
@@ -494,4 +497,9 @@ def create_labeled_cloud(xyz: ArrayLike, intensity: ArrayLike, labels: ArrayLike
     # pass per float field: the extra word, label (uint16 + 2 zero bytes), has a zero exponent
     # as float32, so it is always finite and the result is create_cloud's.
     words = points.view('<f4').reshape(n_points, LABELED_CLOUD_DTYPE.itemsize // 4)
-    return create_cloud(points, is_dense=bool(np.isfinite(words).all()))
+    is_dense = bool(np.isfinite(words).all())
+    if shape is not None:
+        if len(shape) != 2 or int(shape[0]) * int(shape[1]) != n_points:
+            raise ValueError(f'shape {tuple(shape)} does not hold {n_points} points')
+        points = points.reshape(int(shape[0]), int(shape[1]))
+    return create_cloud(points, is_dense=is_dense)

@@ -142,7 +142,7 @@ def test_every_declared_argument_has_a_description(path):
 
 def test_one_base_launch_file_others_include_it():
     assert [p.name for p in LAUNCH_FILES] == ['ovs_map.launch.py', 'replay.launch.py',
-                                              'segment.launch.py']
+                                              'segment.launch.py', 'segment_rgbd.launch.py']
     for path in LAUNCH_FILES:
         if path == BASE or path in OTHER_BASES:
             continue

@@ -26,6 +26,7 @@ from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
+from cns_ros.rgbd import raw_image_rgb
 from cns_ros.ros.mailbox import Sweep
 from cns_ros.ros.sync import header_stamp_ns
 from cns_ros.segmenter import UNLABELED, UNLABELED_MONO8
@@ -276,25 +277,3 @@ def decode_image(msg: Any) -> np.ndarray:
             raise ValueError(f'{len(msg.data)} bytes of {msg.format!r} do not decode')
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     return raw_image_rgb(msg)
-
-
-def raw_image_rgb(msg: Image) -> np.ndarray:
-    """RGB uint8 (H, W, 3) of a sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8, mono8)."""
-    channels = {'rgb8': 3, 'bgr8': 3, 'rgba8': 4, 'bgra8': 4, 'mono8': 1}
-    encoding = str(msg.encoding).lower()
-    if encoding not in channels:
-        raise ValueError(f'unsupported encoding {msg.encoding!r} (supported: '
-                         f'{", ".join(channels)})')
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    data = np.frombuffer(msg.data, np.uint8)
-    if height < 1 or width < 1 or step < width * channels[encoding] or \
-            data.size != step * height:
-        raise ValueError(f'{width}x{height} {encoding} image with step {step} does not fit '
-                         f'{data.size} bytes')
-    pixels = data.reshape(height, step)[:, :width * channels[encoding]].reshape(
-        height, width, channels[encoding])
-    if encoding == 'mono8':
-        return np.repeat(pixels, 3, axis=2)
-    if encoding.startswith('bgr'):
-        return np.ascontiguousarray(pixels[:, :, 2::-1])
-    return np.ascontiguousarray(pixels[:, :, :3])

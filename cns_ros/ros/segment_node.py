@@ -21,6 +21,36 @@ Topics (defaults; every parameter is described in ``config/segment.yaml``):
   file or tf2, intrinsics from CameraInfo, ego motion from ``/odom``);
 * out ``/diagnostics`` diagnostic_msgs/DiagnosticArray every ``diagnostics_period`` s.
 
+RGB-D cameras (``input_mode``; the default ``lidar`` is all of the above): an indoor bundle
+(input feature ``rgb``) labels
+
+* ``rgbd_points``: the driver's coloured PointCloud2 on ``points_topic`` (x, y, z + ``rgb``
+  float32 holding 0x00RRGGBB, or ``rgba``), organized (``height > 1``, the image grid
+  row-major, NaN or (0, 0, 0) where there is no depth) or not (``height == 1``);
+* ``rgbd_images``: the depth image aligned to the colour image (``depth_topic``, ``16UC1`` in
+  ``depth_unit`` m, ``32FC1`` in m), the colour image (``color_topic``, rgb8 / bgr8 / rgba8 /
+  bgra8 / mono8) paired by stamp (within ``rgbd_max_time_diff``, waiting at most
+  ``max_wait``; the depth image is the input, counted in ``inputs``) and the latest CameraInfo
+  (``color_info_topic``), back-projected in the node (:mod:`cns_ros.rgbd`) into an organized
+  cloud in the colour camera's optical frame, with the colour image's header.
+
+Outputs: ``/cns/labeled_points`` in the layout above, organized like the input (one point per
+pixel, so it stays aligned to the image grid); points without a depth measurement keep their
+place with x = y = z = NaN, label 65535, confidence 0; intensity is 0; rgb is the class colour
+or, with ``output_color: photo``, the camera's colour. For organized input also
+``/cns/label_image`` sensor_msgs/Image ``mono16`` (the label id of each pixel: the bundle's
+training ids, e.g. ScanNet-20; 65535 = no label), the colour image's (or the cloud's) header
+and size. The count of points without depth goes to ``/diagnostics`` (``rgbd.points_last``,
+``rgbd.invalid_points_last``, ``rgbd.invalid_points_total``); it is not logged (every RGB-D
+frame has some). Drops (no output): ``missing_rgb`` / ``bad_rgb`` (a cloud without a usable
+packed colour), ``bad_depth`` / ``bad_color`` (encoding not supported, sizes that do not fit the
+data), ``size_mismatch`` (depth, colour and CameraInfo sizes differ), ``frame_mismatch`` (depth
+and colour frame_ids differ: the depth is not aligned), ``no_camera_info`` (none received yet),
+``bad_camera_info`` (K all zeros or invalid), ``unmatched_depth`` (no colour image with the
+depth's stamp after ``max_wait``), plus ``too_large`` / ``malformed`` / ``missing_xyz`` /
+``bad_fields`` as for LiDAR clouds. Event ``beyond_max_range``: measured points beyond
+``max_range`` left unlabeled. ``inputs == outputs + sum(drops)`` holds as for LiDAR sweeps.
+
 QoS: inputs keep-last 5, volatile, best effort by default (``input_reliability``: a reliable
 subscriber never receives from a best-effort publisher, a best-effort one receives from both);
 outputs reliable, keep-last 5, volatile (class names: transient-local, depth 1; diagnostics:
@@ -83,7 +113,8 @@ parameter (:func:`cns_ros.ros.runtime.run_node`).
 
 Modules: parameters in :mod:`cns_ros.ros.segment_params`, synchronizer + mailbox + their
 accounting in :mod:`cns_ros.ros.intake` (:mod:`cns_ros.ros.sync`, :mod:`cns_ros.ros.mailbox`),
-sweep decoding in :mod:`cns_ros.ros.sweep_io`, camera label images
+sweep decoding in :mod:`cns_ros.ros.sweep_io`, RGB-D frames in :mod:`cns_ros.ros.rgbd_input`
+(:mod:`cns_ros.ros.rgbd_io`, :mod:`cns_ros.rgbd`), camera label images
 in :mod:`cns_ros.ros.camera_labels`, drop/event reports in :mod:`cns_ros.ros.reporting`, the
 process lifecycle in :mod:`cns_ros.ros.runtime`; the inference itself is
 :class:`cns_ros.segmenter.Segmenter` (no ROS).
@@ -117,17 +148,20 @@ from cns_ros.ros.diagnostics import NodeStats, diagnostic_status
 from cns_ros.ros.intake import SweepIntake
 from cns_ros.ros.mailbox import LatestMailbox, Sweep
 from cns_ros.ros.reporting import ThrottledReporter
+from cns_ros.ros.rgbd_input import RgbdInput
 from cns_ros.ros.runtime import run_node, tune_malloc
 from cns_ros.ros.segment_params import (
     CHOICES,
     PARAMETERS,
     RELIABILITY,
+    RGBD_COLOR,
     RUNTIME_PARAMETERS,
     VOCABULARY_DESCRIPTION,
     ParameterSpec,
     declare_parameters,
     declare_vocabulary,
     read_parameters,
+    rgbd_sync_config,
     runtime_updates,
     sync_config,
 )
@@ -140,14 +174,15 @@ from cns_ros.training.bundle import load_bundle
 
 # Re-exported: tests, tools and older code import them from here.
 __all__ = ['CHOICES', 'CLASS_NAMES_TOPIC', 'DIAGNOSTICS_TOPIC', 'LABELED_POINTS_TOPIC',
-           'LABEL_IMAGE_TOPIC', 'NODE_NAME', 'PARAMETERS', 'RELIABILITY', 'RUNTIME_PARAMETERS',
-           'VOCABULARY_DESCRIPTION', 'LatestMailbox', 'ParameterSpec', 'SegmentNode', 'main',
-           'tune_malloc']
+           'LABEL_IMAGE_TOPIC', 'NODE_NAME', 'PARAMETERS', 'RELIABILITY', 'RGBD_LABEL_IMAGE_TOPIC',
+           'RUNTIME_PARAMETERS', 'VOCABULARY_DESCRIPTION', 'LatestMailbox', 'ParameterSpec',
+           'SegmentNode', 'main', 'tune_malloc']
 
 NODE_NAME = 'cns_segmenter'
 LABELED_POINTS_TOPIC = '/cns/labeled_points'
 CLASS_NAMES_TOPIC = '/cns/class_names'
 LABEL_IMAGE_TOPIC = '/cns/{camera}/labels'
+RGBD_LABEL_IMAGE_TOPIC = '/cns/label_image'
 DIAGNOSTICS_TOPIC = '/diagnostics'
 _NS = 1_000_000_000
 #: Start-up errors that end the process with one error line and exit code 1 (BundleError,
@@ -177,8 +212,15 @@ class SegmentNode(Node):
         self.params = read_parameters(self)
         self.stats = NodeStats()
         self._report = ThrottledReporter(self.stats, self.get_logger(), self.params)
+        self._rgbd = (RgbdInput(self.params, self._report)
+                      if self.params['input_mode'] != 'lidar' else None)
         self._mailbox = LatestMailbox()
         bundle = load_bundle(self.params['model'])  # validates; loads no weights
+        if self._rgbd is not None and 'rgb' not in bundle.input_features:
+            self.get_logger().warning(
+                f"input_mode {self._rgbd.mode}: the bundle's inputs are "
+                f"{list(bundle.input_features)}, not rgb: the photo colours are not used and "
+                'its other columns are zeros')
         self._setup_cameras(bundle.has_image_net)  # settings errors before the slow part
         self._setup_segmenter(bundle)
         self._setup_publishers()
@@ -198,8 +240,9 @@ class SegmentNode(Node):
         except BaseException:
             self.close()
             raise
+        source = self.params['lidar_topic'] if self._rgbd is None else self._rgbd.describe()
         self.get_logger().info(
-            f"ready: {self.segmenter.describe()}; input {self.params['lidar_topic']} "
+            f"ready: {self.segmenter.describe()}; input {source} "
             f"({self.params['input_reliability']}); cameras: {self._describe_cameras()}; "
             f"warm-up {self._warm_up_ms:.0f} ms per sweep")
 
@@ -237,6 +280,8 @@ class SegmentNode(Node):
         self._cameras = self._labeler.cameras
         synchronizer = (make_synchronizer(p['sync_policy'], sync_config(p, self._cameras))
                         if self._cameras else None)
+        if p['input_mode'] == 'rgbd_images':  # the depth image anchors, colour is paired
+            synchronizer = make_synchronizer('nearest', rgbd_sync_config(p))
         self._intake = SweepIntake(synchronizer, self._mailbox, self._report)
         self._jump_ns = round(p['jump_threshold'] * _NS)
         self._last_lidar_ns: int | None = None
@@ -253,12 +298,17 @@ class SegmentNode(Node):
         self._diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
         self._label_pubs = {cam: self.create_publisher(
             Image, LABEL_IMAGE_TOPIC.format(camera=cam), output) for cam in self._cameras}
+        self._rgbd_label_pub = (self.create_publisher(Image, RGBD_LABEL_IMAGE_TOPIC, output)
+                                if self._rgbd is not None else None)
 
     def _setup_subscriptions(self) -> None:
         p = self.params
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5,
                          reliability=RELIABILITY[p['input_reliability']],
                          durability=DurabilityPolicy.VOLATILE)
+        if self._rgbd is not None:
+            self._subscribe_rgbd(qos)
+            return
         self.create_subscription(PointCloud2, p['lidar_topic'], self._on_lidar, qos)
         compressed = p['image_transport'] == 'compressed'
         template = p['image_topic'] or ('/{camera}/image_rect_compressed' if compressed
@@ -272,6 +322,22 @@ class SegmentNode(Node):
         if self._cameras and self._labeler.mode == 'projected' and p['odom_topic']:
             self.create_subscription(Odometry, p['odom_topic'], self._on_odometry,
                                      QoSProfile(depth=50, reliability=qos.reliability))
+
+    def _subscribe_rgbd(self, qos: QoSProfile) -> None:
+        """RGB-D inputs: the coloured cloud, or depth (the anchor: counted as the input),
+        colour (paired by the synchronizer) and the latest CameraInfo."""
+        p = self.params
+        if self._rgbd.mode == 'rgbd_points':
+            self.create_subscription(PointCloud2, p['points_topic'], self._on_lidar, qos)
+            return
+        self.create_subscription(Image, p['depth_topic'], self._on_lidar, qos)
+        self.create_subscription(Image, p['color_topic'], self._camera_callback(RGBD_COLOR),
+                                 qos)
+
+        def on_camera_info(msg: CameraInfo) -> None:
+            self._rgbd.camera_info = msg
+
+        self.create_subscription(CameraInfo, p['color_info_topic'], on_camera_info, qos)
 
     # --- callbacks (executor thread) ----------------------------------------------------------
 
@@ -354,7 +420,8 @@ class SegmentNode(Node):
                 'model': f'{seg.bundle.model_name} ({seg.bundle.path})',
                 'vocabulary_size': seg.vocabulary.num_classes,
                 'vocabulary_version': seg.vocabulary_version,
-                'random_weights': seg.random_weights}
+                'random_weights': seg.random_weights,
+                **(self._rgbd.info() if self._rgbd is not None else {})}
 
     def stats_snapshot(self, mark_reported: bool = False) -> dict[str, Any]:
         """The statistics plus node facts (device, model, vocabulary, sync counters)."""
@@ -408,7 +475,20 @@ class SegmentNode(Node):
                 detail = traceback.format_exc() if first else f'{type(exc).__name__}: {exc}'
                 self._report('internal_error', detail, drop=True, error=True)
 
+    def _publish(self, outputs: list[tuple[Any, Any]]) -> bool:
+        """Publish (publisher, message) pairs; False (drop ``shutdown``) once closed."""
+        with self._publish_lock:
+            if self._closed:
+                self.stats.record_drop('shutdown')
+                return False
+            for publisher, msg in outputs:
+                publisher.publish(msg)
+        return True
+
     def _process(self, sweep: Sweep) -> None:
+        if self._rgbd is not None:
+            self._process_rgbd(sweep)
+            return
         marks = [(time.perf_counter(), time.thread_time())]
         decoded = decode_sweep(sweep.msg, self.params['max_points'],
                                self.segmenter.bundle.input_features, self._report)
@@ -429,11 +509,8 @@ class SegmentNode(Node):
                                      result.confidence, self._colors(result, result.labels))
         out = cloud.to_message(PointCloud2, PointField, sweep.msg.header)
         marks.append((time.perf_counter(), time.thread_time()))
-        with self._publish_lock:
-            if self._closed:
-                self.stats.record_drop('shutdown')
-                return
-            self._cloud_pub.publish(out)
+        if not self._publish([(self._cloud_pub, out)]):
+            return
         marks.append((time.perf_counter(), time.thread_time()))
         stages = stage_times([t for t, _ in marks], result.timings)
         cpu = stage_times([c for _, c in marks], result.cpu_timings)
@@ -445,6 +522,31 @@ class SegmentNode(Node):
                              drop=False, error=True)
             stages['camera'] = (time.perf_counter() - marks[-1][0]) * 1e3
             cpu['camera'] = (time.thread_time() - marks[-1][1]) * 1e3
+        published = marks[-1][0]
+        self.stats.record_output(published, (published - sweep.received) * 1e3, stages, cpu)
+
+    def _process_rgbd(self, sweep: Sweep) -> None:
+        """One RGB-D frame: decode (points without depth: NaN), label, publish the cloud
+        (organized like the input) and, for an organized frame, the mono16 label image."""
+        marks = [(time.perf_counter(), time.thread_time())]
+        frame = self._rgbd.decode(sweep)
+        if frame is None:
+            return
+        marks.append((time.perf_counter(), time.thread_time()))
+        result = self.segmenter.segment(frame.xyz, {'rgb': frame.rgb})
+        self._rgbd.check_range(frame, result.num_valid)
+        marks.append((time.perf_counter(), time.thread_time()))
+        cloud, image = self._rgbd.outputs(frame, result.labels, result.confidence,
+                                          self._colors(result, result.labels))
+        outputs = [(self._cloud_pub, cloud.to_message(PointCloud2, PointField, frame.header))]
+        if image is not None:
+            outputs.append((self._rgbd_label_pub, Image(**image)))
+        marks.append((time.perf_counter(), time.thread_time()))
+        if not self._publish(outputs):
+            return
+        marks.append((time.perf_counter(), time.thread_time()))
+        stages = stage_times([t for t, _ in marks], result.timings)
+        cpu = stage_times([c for _, c in marks], result.cpu_timings)
         published = marks[-1][0]
         self.stats.record_output(published, (published - sweep.received) * 1e3, stages, cpu)
 

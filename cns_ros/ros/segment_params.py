@@ -19,11 +19,13 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import ReliabilityPolicy
 
+from cns_ros.ros.rgbd_io import RGBD_COLOR
 from cns_ros.ros.sync import SyncConfig
 
-__all__ = ['CHOICES', 'PARAMETERS', 'RELIABILITY', 'RUNTIME_PARAMETERS',
-           'VOCABULARY_DESCRIPTION', 'ParameterSpec', 'declare_parameters', 'declare_vocabulary',
-           'read_parameters', 'runtime_updates', 'sync_config', 'validate_parameters']
+__all__ = ['CHOICES', 'PARAMETERS', 'RELIABILITY', 'RGBD_COLOR', 'RGBD_MODES',
+           'RUNTIME_PARAMETERS', 'VOCABULARY_DESCRIPTION', 'ParameterSpec', 'declare_parameters',
+           'declare_vocabulary', 'read_parameters', 'rgbd_sync_config', 'runtime_updates',
+           'sync_config', 'validate_parameters']
 
 RELIABILITY = {'best_effort': ReliabilityPolicy.BEST_EFFORT,
                'reliable': ReliabilityPolicy.RELIABLE}
@@ -35,7 +37,11 @@ CHOICES = {
     'camera_labels': ('auto', 'network', 'projected', 'off'),
     'calibration_source': ('yaml', 'tf'),
     'sync_policy': ('nearest', 'approximate_time'),
+    'input_mode': ('lidar', 'rgbd_points', 'rgbd_images'),
+    'output_color': ('class', 'photo'),
 }
+#: Input modes of an RGB-D camera (no LiDAR cameras, photo colours available).
+RGBD_MODES = ('rgbd_points', 'rgbd_images')
 _INT_MAX = 2**31 - 1
 
 
@@ -85,7 +91,27 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   'subscribing', int_range=(0, 100)),
     ParameterSpec('warm_up_points', 20000, 'points of each warm-up sweep',
                   int_range=(1, 10_000_000)),
+    ParameterSpec('input_mode', 'lidar', 'what the node labels: lidar (a PointCloud2 on '
+                  "lidar_topic), rgbd_points (an RGB-D camera driver's coloured PointCloud2 on "
+                  'points_topic) or rgbd_images (aligned depth + colour images + CameraInfo, '
+                  'back-projected in the node)'),
     ParameterSpec('lidar_topic', '/lidar_top', 'input sensor_msgs/PointCloud2 topic'),
+    ParameterSpec('points_topic', '/camera/depth/color/points', 'input_mode rgbd_points: the '
+                  'coloured sensor_msgs/PointCloud2 (x, y, z + packed rgb), organized or not'),
+    ParameterSpec('color_topic', '/camera/color/image_raw', 'input_mode rgbd_images: the colour '
+                  'sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8, mono8)'),
+    ParameterSpec('depth_topic', '/camera/aligned_depth_to_color/image_raw', 'input_mode '
+                  'rgbd_images: the depth sensor_msgs/Image aligned to the colour image (16UC1 '
+                  'in depth_unit, 32FC1 in m), same size, stamp and frame_id'),
+    ParameterSpec('color_info_topic', '/camera/color/camera_info', 'input_mode rgbd_images: '
+                  "the colour camera's sensor_msgs/CameraInfo (the latest one is used)"),
+    ParameterSpec('depth_unit', 0.001, 'metres per step of a 16UC1 depth image (REP-118: '
+                  'millimetres)', float_range=(1e-9, 1e3)),
+    ParameterSpec('rgbd_max_time_diff', 0.001, 'input_mode rgbd_images: largest |colour stamp '
+                  '- depth stamp| paired (s); aligned depth carries the colour stamp',
+                  float_range=(1e-9, 10.0)),
+    ParameterSpec('output_color', 'class', 'rgb field of /cns/labeled_points: class (the class '
+                  "colour) or photo (the camera's colour; RGB-D input modes only)"),
     ParameterSpec('input_reliability', 'best_effort', 'reliability of every input '
                   'subscription: best_effort (matches any publisher) or reliable (matches '
                   'reliable publishers only)'),
@@ -189,7 +215,8 @@ def validate_parameters(params: dict[str, Any]) -> dict[str, Any]:
     Raises:
         ValueError: No model, a value not among its :data:`CHOICES`, duplicate cameras, a bad
             ``image_size``, ``camera_offsets`` not one finite value per camera, a topic
-            template without ``{camera}``.
+            template without ``{camera}``, cameras with an RGB-D ``input_mode``,
+            ``output_color`` photo without one.
     """
     if not params['model']:
         raise ValueError("parameter 'model' is required: -p model:=/path/to/bundle")
@@ -210,12 +237,33 @@ def validate_parameters(params: dict[str, Any]) -> dict[str, Any]:
     if not all(math.isfinite(v) for v in offsets):
         raise ValueError(f"parameter 'camera_offsets' must be finite, got {offsets}")
     params['camera_offsets'] = offsets
+    _check_rgbd(params)
     for name in ('image_topic', 'camera_info_topic'):
         template = params[name]
         if template and '{camera}' not in template and params['cameras']:
             raise ValueError(f"parameter '{name}' must contain '{{camera}}', got "
                              f'{template!r}')
     return params
+
+
+def _check_rgbd(params: Mapping[str, Any]) -> None:
+    """RGB-D input modes take no LiDAR cameras; photo colours need an RGB-D input."""
+    mode = params['input_mode']
+    if mode in RGBD_MODES and params['cameras']:
+        raise ValueError(f"parameter 'cameras' ({params['cameras']}) is for LiDAR input: "
+                         f"input_mode {mode!r} takes none (unset it)")
+    if params['output_color'] == 'photo' and mode not in RGBD_MODES:
+        raise ValueError("parameter 'output_color' photo needs input_mode rgbd_points or "
+                         f'rgbd_images, got {mode!r}')
+
+
+def rgbd_sync_config(params: Mapping[str, Any]) -> SyncConfig:
+    """Synchronizer settings of input_mode rgbd_images: the depth image is the anchor, the
+    colour image (camera ``color``) is paired within ``rgbd_max_time_diff``."""
+    return SyncConfig(cameras=(RGBD_COLOR,), max_time_diff=params['rgbd_max_time_diff'],
+                      max_wait=params['max_wait'], jump_threshold=params['jump_threshold'],
+                      camera_buffer_size=params['camera_buffer_size'],
+                      max_pending=params['max_pending'])
 
 
 def sync_config(params: Mapping[str, Any], cameras: Sequence[str]) -> SyncConfig:

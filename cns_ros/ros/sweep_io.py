@@ -13,7 +13,7 @@ import numpy as np
 from cns_ros.pointcloud import pack_rgb, read_cloud, read_field, read_xyz, unpack_rgb
 from cns_ros.segmenter import UNLABELED_COLOR
 
-__all__ = ['LabelColors', 'decode_sweep', 'stage_times']
+__all__ = ['LabelColors', 'decode_sweep', 'read_packed_rgb', 'stage_times']
 
 
 def decode_sweep(msg: Any, max_points: int, input_features: Iterable[str],
@@ -75,23 +75,37 @@ def decode_sweep(msg: Any, max_points: int, input_features: Iterable[str],
     return xyz, columns
 
 
-def _read_rgb(points: np.ndarray, count: int, report: Callable[..., None]) -> np.ndarray:
+def read_packed_rgb(points: np.ndarray) -> np.ndarray:
     """(N, 3) float32 colours 0..255 from the packed ``rgb`` (or ``rgba``) field of a decoded
-    cloud (float32 or uint32 holding 0x00RRGGBB, as RGB-D drivers and PCL write it); zeros
-    with event ``no_rgb`` / ``bad_rgb`` when it is missing or not one 4-byte value a point."""
+    cloud (:func:`cns_ros.pointcloud.read_cloud`; float32 or uint32 holding 0x00RRGGBB, as
+    RGB-D drivers and PCL write it); an organized cloud is read row-major.
+
+    Raises:
+        KeyError: No ``rgb`` / ``rgba`` field (the message lists the fields).
+        ValueError: The field is not one 4-byte value a point.
+    """
     names = points.dtype.names or ()
     name = next((n for n in ('rgb', 'rgba') if n in names), None)
     if name is None:
-        if count:
-            report('no_rgb', f'no rgb field (fields: {list(names)}): zeros used', drop=False)
-        return np.zeros((count, 3), np.float32)
+        raise KeyError(f'no rgb field (fields: {list(names)})')
     kind = points.dtype.fields[name][0]
     if kind.shape != () or kind.itemsize != 4 or kind.kind not in 'fu':
-        report('bad_rgb', f'{name} field of type {kind} is not a packed 0x00RRGGBB value: '
-               'zeros used', drop=False)
-        return np.zeros((count, 3), np.float32)
+        raise ValueError(f'{name} field of type {kind} is not a packed 0x00RRGGBB value')
     packed = read_field(points, name).reshape(-1)  # native order; organized: row-major
     return unpack_rgb(packed.view(np.float32)).astype(np.float32)
+
+
+def _read_rgb(points: np.ndarray, count: int, report: Callable[..., None]) -> np.ndarray:
+    """:func:`read_packed_rgb`, or zeros with event ``no_rgb`` / ``bad_rgb`` when the field is
+    missing or not one 4-byte value a point."""
+    try:
+        return read_packed_rgb(points)
+    except KeyError as exc:
+        if count:
+            report('no_rgb', f'{exc.args[0]}: zeros used', drop=False)
+    except ValueError as exc:
+        report('bad_rgb', f'{exc}: zeros used', drop=False)
+    return np.zeros((count, 3), np.float32)
 
 
 class LabelColors:
