@@ -131,6 +131,17 @@ PRESETS: dict[str, IndoorConfig] = {
 }
 
 
+def kinds_for(count: int, first: tuple[str, ...]) -> tuple[str, ...]:
+    """``count`` room kinds: ``first``, then the five kinds in turn."""
+    if count < 0:
+        raise ValueError(f'expected a number of scenes >= 0, found {count}')
+    kinds = list(first[:count])
+    every = tuple(ROOM_KINDS)
+    while len(kinds) < count:
+        kinds.append(every[(len(kinds) - len(first)) % len(every)])
+    return tuple(kinds)
+
+
 def preset(name: str, **changes: Any) -> IndoorConfig:
     """A preset of :data:`PRESETS` with some fields changed (e.g. ``seed``)."""
     if name not in PRESETS:

@@ -287,8 +287,10 @@ def kitchen(b: RoomBuilder) -> None:
     half_w, half_d = float(ext[1, 0]), float(ext[1, 1])
     seats = [(-half_w / 3, -half_d - 0.15, np.pi), (half_w / 3, half_d + 0.15, 0.0),
              (half_w / 3, -half_d - 0.15, np.pi), (-half_w / 3, half_d + 0.15, 0.0)]
-    for dx, dy, yaw in seats[:int(b.rng.integers(2, 5))]:
-        b.attach(fu.chair(b.rng), dining, dx=dx, dy=dy, dyaw=yaw, check=True)
+    for k, (dx, dy, yaw) in enumerate(seats[:int(b.rng.integers(2, 5))]):
+        chair = b.attach(fu.chair(b.rng), dining, dx=dx, dy=dy, dyaw=yaw, check=True)
+        if k == 0:
+            require(chair, 'chair', 'kitchen')
     plant = fu.plant(b.rng)
     b.try_place(plant, b.wall_poses(plant, _walls(b.rng)))
     _common(b, 1)
