@@ -20,9 +20,11 @@ from cns_ros.data.scannet_labels import TSV_COLUMNS, VALID_CLASS_IDS
 from cns_ros.data.scannet_writer import ply_bytes, write_matrix, write_meta, write_ply
 from cns_ros.data.synthetic import DatasetExistsError
 from cns_ros.data.synthetic_indoor import PRESETS, generate_synthetic_indoor, preset
+from cns_ros.data.synthetic_indoor_camera import camera_path
 from cns_ros.data.synthetic_indoor_mesh import sample_mesh
-from cns_ros.data.synthetic_indoor_render import scaled_intrinsics
+from cns_ros.data.synthetic_indoor_render import depth_intrinsics, render_view, scaled_intrinsics
 from cns_ros.data.synthetic_indoor_scene import build_scene
+from cns_ros.geometry import resize_nearest
 from offline_training import make_synthetic_indoor
 
 cv2 = pytest.importorskip('cv2')
@@ -190,7 +192,7 @@ def test_visible_vertices_project_onto_their_own_depth_and_label(world):
             depth = cv2.imread(str(folder / 'depth' / f'{i:06d}.png'), cv2.IMREAD_UNCHANGED)
             label = cv2.imread(str(folder / 'label' / f'{i:06d}.png'), cv2.IMREAD_UNCHANGED)
             assert depth.dtype == np.uint16 and depth.shape == (480, 640)
-            label = cv2.resize(label, (640, 480), interpolation=cv2.INTER_NEAREST)
+            label = resize_nearest(label, (480, 640))  # pixel centres (identity at 640 x 480)
             cam = (xyz - pose[:3, 3]) @ pose[:3, :3]
             front = np.flatnonzero(cam[:, 2] > 0.1)
             u = np.round(k[0, 0] * cam[front, 0] / cam[front, 2] + k[0, 2]).astype(int)
@@ -330,6 +332,18 @@ def test_colour_intrinsics_scale_about_pixel_centres():
     # the colour pixel, nearest-resized to 640 x 480, is the depth pixel
     assert (uv_c[0] + 0.5) * 640 / 1296 - 0.5 == pytest.approx(uv_d[0])
     assert (uv_c[1] + 0.5) * 480 / 968 - 0.5 == pytest.approx(uv_d[1])
+
+
+def test_a_larger_colour_image_is_registered_with_the_depth_image():
+    scene = build_scene('scene0000_00', 'bathroom', 0, 0)
+    pose = camera_path(scene, 4, np.random.default_rng(0))[1]
+    depth_k = depth_intrinsics()
+    small = render_view(scene, pose, depth_k, (640, 480))
+    large = render_view(scene, pose, scaled_intrinsics(depth_k, (640, 480), (960, 720)),
+                        (960, 720))
+    assert large.rgb.shape == (720, 960, 3) and small.depth.shape == (480, 640)
+    same = resize_nearest(large.part, (480, 640)) == small.part
+    assert same.mean() > 0.97
 
 
 def test_format_writers(tmp_path):

@@ -27,10 +27,10 @@ RAW_CATEGORIES: dict[str, int] = {
     'door': 8, 'window': 9, 'bookshelf': 10, 'picture': 11, 'counter': 12,
     'kitchen counter': 12, 'desk': 14, 'curtain': 16, 'refrigerator': 24,
     'shower curtain': 28, 'toilet': 33, 'sink': 34, 'bathtub': 36, 'trash can': 39,
-    'tv stand': 39, 'wardrobe': 39, 'ottoman': 39, 'floor mat': 20, 'rug': 20, 'nightstand': 32,
+    'tv stand': 39, 'wardrobe': 39, 'ottoman': 39, 'rug': 20, 'nightstand': 32,
     'pillow': 18, 'mirror': 19, 'ceiling': 22, 'books': 23, 'tv': 25, 'towel': 27, 'box': 29,
     'whiteboard': 30, 'lamp': 35, 'monitor': 40, 'keyboard': 40, 'microwave': 40,
-    'plant': 40, 'object': 40,
+    'plant': 40,
 }
 
 #: Room kind -> ScanNet ``sceneType`` text.

@@ -272,22 +272,15 @@ def lamp(rng: np.random.Generator, floor: bool) -> Item:
     return item.box(0, 0, stem, shade, shade, shade * 0.8, 'shade')
 
 
-def television(rng: np.random.Generator) -> Item:
-    """A flat TV on a foot (screen facing -y)."""
-    w = rng.uniform(0.9, 1.2)
-    item = Item('tv', slots={'body': ('metal',), 'screen': ('screen',)})
-    item.box(0, 0, 0, 0.3, 0.2, 0.02, 'body').box(0, 0, 0.02, 0.06, 0.04, 0.1, 'body')
-    item.box(0, 0, 0.1, w, 0.05, w * 0.58, 'body')
-    return item.box(0, -0.03, 0.12, w - 0.04, 0.01, w * 0.58 - 0.04, 'screen')
-
-
-def monitor(rng: np.random.Generator) -> Item:
-    """A computer monitor on a stand."""
-    w = rng.uniform(0.5, 0.62)
-    item = Item('monitor', slots={'body': ('metal',), 'screen': ('screen',)})
-    item.box(0, 0.05, 0, 0.22, 0.16, 0.02, 'body').box(0, 0.05, 0.02, 0.04, 0.03, 0.12, 'body')
-    item.box(0, 0, 0.1, w, 0.03, w * 0.6, 'body')
-    return item.box(0, -0.02, 0.12, w - 0.03, 0.01, w * 0.6 - 0.04, 'screen')
+def display(rng: np.random.Generator, raw: str) -> Item:
+    """A flat screen on a foot, facing -y: a TV (``raw`` 'tv', 0.9-1.2 m wide) or a computer
+    monitor ('monitor', 0.5-0.62 m)."""
+    w = rng.uniform(0.9, 1.2) if raw == 'tv' else rng.uniform(0.5, 0.62)
+    h = w * 0.58
+    item = Item(raw, slots={'body': ('metal',), 'screen': ('screen',)})
+    item.box(0, 0.02, 0, 0.3 * w, 0.18, 0.02, 'body').box(0, 0.02, 0.02, 0.05, 0.04, 0.1, 'body')
+    item.box(0, 0, 0.1, w, 0.04, h, 'body')
+    return item.box(0, -0.025, 0.12, w - 0.04, 0.01, h - 0.04, 'screen')
 
 
 def plant(rng: np.random.Generator) -> Item:

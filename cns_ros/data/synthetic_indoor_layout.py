@@ -89,7 +89,7 @@ class RoomBuilder:
         self.parts.append(PlacedPart(tuple(center), tuple(half), 0.0, len(self.objects) - 1,
                                      len(self.materials) - 1))
 
-    def _extent(self, item: Item, pose: Pose) -> tuple[np.ndarray, np.ndarray]:
+    def aabb(self, item: Item, pose: Pose) -> tuple[np.ndarray, np.ndarray]:
         """Room-frame AABB (lo, hi) of an item at a pose."""
         ext = item.extent()
         corners = np.array([[ext[i, 0], ext[j, 1]] for i in (0, 1) for j in (0, 1)])
@@ -106,7 +106,7 @@ class RoomBuilder:
         while ignore >= 0:
             skip.add(ignore)
             ignore = self.parent[ignore]
-        lo, hi = self._extent(item, pose)
+        lo, hi = self.aabb(item, pose)
         room = np.array(self.size)
         if inside and (np.any(lo < -1e-6) or np.any(hi > room + 1e-6)):
             return False
@@ -138,7 +138,7 @@ class RoomBuilder:
             self.parts.append(PlacedPart(center, (p.w / 2, p.d / 2, p.h / 2), pose[3], obj,
                                          slot_material[p.slot]))
         if occupy:
-            self.occupy(*self._extent(item, pose), owner=obj)
+            self.occupy(*self.aabb(item, pose), owner=obj)
         return obj
 
     def try_place(self, item: Item, poses: Iterator[Pose], ignore: int = -1,

@@ -106,7 +106,7 @@ def _windows(b: RoomBuilder, count: int, door_wall: int, size: tuple[float, floa
 
 def _along(b: RoomBuilder, pose: tuple[float, ...], item: fu.Item, wall: int) -> float:
     """The along-wall position of the centre of ``item`` at ``pose``."""
-    lo, hi = b._extent(item, pose)
+    lo, hi = b.aabb(item, pose)
     centre = 0.5 * (lo + hi)
     return float(centre[0] if wall % 2 == 0 else centre[1])
 
@@ -164,8 +164,8 @@ def _desk_set(b: RoomBuilder, chair: Callable[[np.random.Generator], fu.Item],
     require(b.attach(chair(b.rng), desk, dy=-depth / 2 - 0.2, dyaw=np.pi, check=True),
             'chair', 'room')
     if b.rng.random() < 0.8:
-        b.attach(fu.monitor(b.rng), desk, dx=b.rng.uniform(-0.2, 0.2), dy=depth / 2 - 0.2,
-                 dz=0.75, check=True)
+        b.attach(fu.display(b.rng, 'monitor'), desk, dx=b.rng.uniform(-0.2, 0.2),
+                 dy=depth / 2 - 0.2, dz=0.75, check=True)
         b.attach(fu.small('keyboard', 0.44, 0.14, 0.02, ('metal', 'paint')), desk,
                  dy=-depth / 2 + 0.15, dz=0.75, check=True)
     return desk
@@ -230,7 +230,7 @@ def living_room(b: RoomBuilder) -> None:
     b.attach(fu.pillow(b.rng), couch, dx=0.5, dy=0.15, dz=0.5, dyaw=0.3, occupy=False)
     stand = _on_wall(b, fu.cabinet('tv stand', b.rng.uniform(1.2, 1.6), 0.42, 0.5, 3),
                      'tv stand', _walls(b.rng, first=facing))
-    b.attach(fu.television(b.rng), stand, dy=0.05, dz=0.5, check=True)
+    b.attach(fu.display(b.rng, 'tv'), stand, dy=0.05, dz=0.5, check=True)
     _bookshelf(b)
     _counter_run(b, _walls(b.rng), b.rng.uniform(1.6, 2.2), upper=False)
     _on_wall(b, fu.refrigerator(b.rng), 'refrigerator')
