@@ -19,7 +19,13 @@ import pytest
 from cns_ros.data.scannet_labels import TSV_COLUMNS, VALID_CLASS_IDS
 from cns_ros.data.scannet_writer import ply_bytes, write_matrix, write_meta, write_ply
 from cns_ros.data.synthetic import DatasetExistsError
-from cns_ros.data.synthetic_indoor import PRESETS, generate_synthetic_indoor, preset
+from cns_ros.data.synthetic_indoor import (
+    PRESETS,
+    IndoorConfig,
+    generate_synthetic_indoor,
+    kinds_for,
+    preset,
+)
 from cns_ros.data.synthetic_indoor_camera import camera_path
 from cns_ros.data.synthetic_indoor_mesh import sample_mesh
 from cns_ros.data.synthetic_indoor_render import depth_intrinsics, render_view, scaled_intrinsics
@@ -292,6 +298,18 @@ def test_split_files_use_official_ids(world):
     default = [name for _, name, _ in PRESETS['default'].scenes()]
     assert default == ['scene0000_00', 'scene0001_00', 'scene0002_00', 'scene0003_00',
                        'scene0011_00', 'scene0015_00', 'scene0019_00']
+
+
+def test_scene_counts_cycle_through_the_kinds_and_bad_settings_are_named():
+    assert kinds_for(6, ('bedroom', 'kitchen')) == (
+        'bedroom', 'kitchen', 'bedroom', 'living_room', 'office', 'kitchen')
+    assert kinds_for(1, ('bedroom', 'kitchen')) == ('bedroom',)
+    with pytest.raises(ValueError, match=r'train_kinds.*garage'):
+        IndoorConfig(train_kinds=('garage',))
+    with pytest.raises(ValueError, match='frames_25k'):
+        IndoorConfig(frames_25k=0)
+    with pytest.raises(ValueError, match='unknown preset'):
+        preset('huge')
 
 
 @pytest.mark.parametrize('split', ['train', 'val'])

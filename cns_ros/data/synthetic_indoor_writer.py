@@ -188,9 +188,9 @@ class IndoorWriter:
 
     def _frame(self, scene: IndoorScene, j: int, pose: np.ndarray) -> None:
         """One path frame: export files, and the 25k files every ``stride_25k`` frames."""
-        cfg = self.config
         import cv2
 
+        cfg = self.config
         index = j * cfg.sens_step
         depth = render_view(scene, pose, self.depth_k, DEPTH_SIZE, self.depth_rays)
         color = depth if self.same_camera else render_view(scene, pose, self.color_k,
