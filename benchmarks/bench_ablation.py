@@ -21,8 +21,14 @@ beside). The default run (realistic, 9 rows x 3 seeds at 200 steps) took 47 minu
 2-core development machine; each further noise preset as long again, less with --rows (4 rows:
 20 minutes).
 
-usage: python benchmarks/bench_ablation.py [--noise realistic clip_like] [--steps 200]
-           [--seeds 0 1 2] [--rows KEY ...] [--jobs 2] [--work DIR] [--out-dir DIR]
+--world indoor runs the indoor study instead (study.INDOOR, study.INDOOR_ROWS): the synthetic
+indoor world in the ScanNet layout (4 train rooms, 1 val room for choices, 2 test rooms
+reported), teachers under the realistic_indoor noise, CLIP2Scene's ScanNet objective, the 20
+classes scored per mesh vertex (3D) and per labelled frame (2D), official mIoU; it writes
+results/ablation_indoor_<noise>.json and .png.
+
+usage: python benchmarks/bench_ablation.py [--world outdoor|indoor] [--noise realistic ...]
+           [--steps 200] [--seeds 0 1 2] [--rows KEY ...] [--jobs 2] [--work DIR] [--out-dir DIR]
 """
 
 from __future__ import annotations
@@ -43,16 +49,21 @@ from _common import write_results
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # offline_training (repo root)
 from offline_training import study
 
+WORLDS = {'outdoor': (study.StudyWorld(), study.ROWS, 'realistic'),  # world, rows, noise
+          'indoor': (study.INDOOR, study.INDOOR_ROWS, 'realistic_indoor')}
 ROWS = {row.key: row for row in study.ROWS}
 #: Relative CPU cost of a row's training step (measured; schedules the slow rows first).
 _COST = {'cns_clip': 1, 'cns_sam': 1, 'c2s_semantic': 2, 'c2s_st': 3, 'c2s_full': 3,
-         'c2s_full_spvcnn': 5, 'cns_cotrain': 5, 'cns_full': 5, 'cns_full_34c': 7}
+         'c2s_distill': 3, 'c2s_full_spvcnn': 5, 'cns_cotrain': 5, 'cns_full': 5,
+         'cns_full_34c': 7}
 
 
 def prepare(work: Path, noises: Sequence[str], rows: Sequence[study.Row],
-            splits: Sequence[study.Split] = study.SPLITS) -> study.Study:
-    """The world and every cache the rows need on ``splits`` (resumed when present)."""
-    prepared = study.make_world(work)
+            splits: Sequence[study.Split] = study.SPLITS,
+            setup: study.StudyWorld | None = None) -> study.Study:
+    """The world (default: the driving one) and every cache the rows need on ``splits``
+    (resumed when present)."""
+    prepared = study.make_world(work, setup or study.StudyWorld())
     for noise in noises:
         for sam in sorted({row.sam for row in rows}):
             for split in splits:
@@ -100,7 +111,8 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     return '\n'.join(lines)
 
 
-def plot(results: dict[str, dict[str, Any]], path: Path, title: str) -> None:
+def plot(results: dict[str, dict[str, Any]], path: Path, title: str,
+         rows_by_key: dict[str, study.Row] = ROWS) -> None:
     """Per-class test IoU bars: each row's seed mean, and the teacher of the first row."""
     from offline_training.evaluate import bar_chart
 
@@ -112,7 +124,7 @@ def plot(results: dict[str, dict[str, Any]], path: Path, title: str) -> None:
                        r['mean_std']['test']['net3d_miou']['mean'])
             for name, r in results.items()}
     first = next(iter(results.values()))
-    labels = 'SAM-refined MaskCLIP' if ROWS[first['key']].sam else 'MaskCLIP'
+    labels = 'SAM-refined MaskCLIP' if rows_by_key[first['key']].sam else 'MaskCLIP'
     test = first['mean_std']['test']
     rows[f'teacher ({labels} labels)'] = bars(test['teacher3d_iou'],
                                               test['teacher3d_miou']['mean'])
@@ -120,11 +132,13 @@ def plot(results: dict[str, dict[str, Any]], path: Path, title: str) -> None:
 
 
 def _run(prepared: study.Study, key: str, noise: str, steps: int, seed: int) -> dict[str, Any]:
-    return study.run_row(prepared, ROWS[key], noise, steps, seed)
+    rows = study.INDOOR_ROWS if prepared.setup.dataset == 'scannet' else study.ROWS
+    return study.run_row(prepared, next(r for r in rows if r.key == key), noise, steps, seed)
 
 
 def run_all(prepared: study.Study, noises: Sequence[str], keys: Sequence[str], steps: int,
-            seeds: Sequence[int], jobs: int) -> dict[str, dict[str, dict[str, Any]]]:
+            seeds: Sequence[int], jobs: int, rows_by_key: dict[str, study.Row] = ROWS
+            ) -> dict[str, dict[str, dict[str, Any]]]:
     """Every (noise, row, seed), slowest rows first, ``jobs`` at a time."""
     tasks = sorted(((n, k, s) for n in noises for k in keys for s in seeds),
                    key=lambda t: -_COST.get(t[1], 1))
@@ -132,40 +146,53 @@ def run_all(prepared: study.Study, noises: Sequence[str], keys: Sequence[str], s
     with ProcessPoolExecutor(jobs, mp_context=context) as pool:
         futures = {t: pool.submit(_run, prepared, t[1], t[0], steps, t[2]) for t in tasks}
         done = {t: f.result() for t, f in futures.items()}
-    return {noise: {ROWS[k].name: {'key': k, 'overrides': list(ROWS[k].overrides),
-                                   'per_seed': {s: done[(noise, k, s)] for s in seeds}}
+    return {noise: {rows_by_key[k].name: {'key': k,
+                                          'overrides': list(rows_by_key[k].overrides),
+                                          'per_seed': {s: done[(noise, k, s)] for s in seeds}}
                     for k in keys} for noise in noises}
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--noise', nargs='+', default=['realistic'],
-                        help='teacher-noise presets (config/teacher_noise/)')
+    parser.add_argument('--world', choices=list(WORLDS), default='outdoor',
+                        help='the driving world (default) or the indoor world')
+    parser.add_argument('--noise', nargs='+', default=None, help='teacher-noise presets '
+                        '(config/teacher_noise/; default: realistic, indoors realistic_indoor)')
     parser.add_argument('--steps', type=int, default=200, help='training steps per run')
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
-    parser.add_argument('--rows', nargs='+', choices=list(ROWS), default=list(ROWS))
+    parser.add_argument('--rows', nargs='+', help='row keys (default: all of the world)')
     parser.add_argument('--jobs', type=int, default=2, help='runs trained in parallel')
     parser.add_argument('--work', default=None, help='work folder (default: a temporary one)')
     parser.add_argument('--out-dir', default=None, help='results folder')
     args = parser.parse_args(argv)
+    setup, world_rows, default_noise = WORLDS[args.world]
+    rows_by_key = {row.key: row for row in world_rows}
+    args.rows = args.rows or list(rows_by_key)
+    args.noise = args.noise or [default_noise]
+    unknown = [k for k in args.rows if k not in rows_by_key]
+    if unknown:
+        parser.error(f'--rows: {unknown} are not rows of the {args.world} study; expected '
+                     f'some of {list(rows_by_key)}')
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix='cns_ablation_') as tmp:
         prepared = prepare(Path(args.work or tmp).resolve(), args.noise,
-                           [ROWS[k] for k in args.rows])
-        raw = run_all(prepared, args.noise, args.rows, args.steps, args.seeds, args.jobs)
+                           [rows_by_key[k] for k in args.rows], setup=setup)
+        raw = run_all(prepared, args.noise, args.rows, args.steps, args.seeds, args.jobs,
+                      rows_by_key)
     minutes = (time.perf_counter() - start) / 60
     for noise, rows in raw.items():
         for row in rows.values():
             row['mean_std'] = aggregate(list(row['per_seed'].values()))
-        title = (f'synthetic lab, {noise} teachers, test scenes, {args.steps} steps, '
-                 f'seeds {args.seeds}: 3D per-class IoU (seed mean)')
+        indoor = args.world == 'indoor'
+        title = (f'synthetic {"indoor " if indoor else ""}lab, {noise} teachers, test scenes, '
+                 f'{args.steps} steps, seeds {args.seeds}: 3D per-class IoU (seed mean)')
         print(f'\n{title}\n(mIoU %, mean +- std over seeds)\n{table(rows)}')
-        path = write_results(f'ablation_{noise}', {
-            'noise': noise, 'steps': args.steps, 'seeds': args.seeds,
+        path = write_results(f'ablation_{"indoor_" if indoor else ""}{noise}', {
+            'world': args.world, 'noise': noise, 'steps': args.steps, 'seeds': args.seeds,
             'scenes': {s: list(prepared.setup.scenes(s)) for s in study.SPLITS},
-            'recipe': list(study.RECIPE), 'minutes_all_noises': minutes, 'rows': rows},
-            args.out_dir)
-        plot(rows, path.with_suffix('.png'), title)
+            'recipe': list(study.INDOOR_RECIPE if indoor else study.RECIPE),
+            'minutes_all_noises': minutes, 'rows': rows}, args.out_dir)
+        plot(rows, path.with_suffix('.png'), title, rows_by_key)
         print(f'wrote {path} and {path.with_suffix(".png")}')
     print(f'{minutes:.1f} minutes')
     return raw

@@ -72,6 +72,11 @@ VAL_SCENES: tuple[str, ...] = ('scene-0015', 'scene-0016', 'scene-0017', 'scene-
 #: The 2 mini_val scenes and 4 more of the devkit's val split: reported only.
 TEST_SCENES: tuple[str, ...] = (
     'scene-0103', 'scene-0916', 'scene-0003', 'scene-0012', 'scene-0013', 'scene-0014')
+#: The synthetic indoor world's default scenes (make_synthetic_indoor): 4 train rooms; of its
+#: 3 val rooms, the first is the study's val (choices), the other two its test (reported).
+INDOOR_TRAIN: tuple[str, ...] = ('scene0000_00', 'scene0001_00', 'scene0002_00', 'scene0003_00')
+INDOOR_VAL: tuple[str, ...] = ('scene0011_00',)
+INDOOR_TEST: tuple[str, ...] = ('scene0015_00', 'scene0019_00')
 Split = Literal['train', 'val', 'test']
 SPLITS: tuple[Split, ...] = ('train', 'val', 'test')
 #: Label maps (and the 2D network's input), (H, W) pixels.
@@ -97,6 +102,11 @@ class StudyWorld:
         """The scene names of ``split``."""
         return {'train': self.train_scenes, 'val': self.val_scenes,
                 'test': self.test_scenes}[split]
+
+
+#: The indoor study's world.
+INDOOR = StudyWorld(dataset='scannet', train_scenes=INDOOR_TRAIN, val_scenes=INDOOR_VAL,
+                    test_scenes=INDOOR_TEST)
 
 
 @dataclass(frozen=True)
