@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from cns_ros.pointcloud import CloudData, create_labeled_cloud, pack_rgb, read_cloud, read_xyz
+from cns_ros.pointcloud import CloudData, create_labeled_cloud, pack_rgb
 from cns_ros.rgbd import (
     RayCache,
     decode_depth,
@@ -38,7 +38,7 @@ from cns_ros.rgbd import (
     label_image,
     raw_image_rgb,
 )
-from cns_ros.ros.sweep_io import read_packed_rgb
+from cns_ros.ros.sweep_io import decode_xyz, read_packed_rgb
 
 __all__ = ['RGBD_COLOR', 'RGBD_DROP_REASONS', 'RgbdFrame', 'decode_rgbd_cloud',
            'decode_rgbd_images', 'label_image_fields', 'labeled_frame_cloud']
@@ -86,28 +86,10 @@ def decode_rgbd_cloud(msg: Any, max_points: int, report: Callable[..., None]
     datatypes, field layout), ``missing_xyz``, ``bad_fields`` (x/y/z with count > 1),
     ``missing_rgb`` (no ``rgb`` / ``rgba`` field), ``bad_rgb`` (not one 4-byte value a point).
     """
-    try:
-        count = int(msg.width) * int(msg.height)
-    except (TypeError, ValueError):
-        count = -1
-    if _too_large(count, max_points, report):
+    decoded = decode_xyz(msg, max_points, report)
+    if decoded is None:
         return None
-    try:
-        points = read_cloud(msg)
-    except ValueError as exc:
-        report('malformed', str(exc), drop=True)
-        return None
-    names = points.dtype.names or ()
-    missing = [axis for axis in 'xyz' if axis not in names]
-    if missing:
-        report('missing_xyz', f'no {"/".join(missing)} field (fields: {list(names)})',
-               drop=True)
-        return None
-    try:
-        xyz = read_xyz(points)
-    except ValueError as exc:
-        report('bad_fields', str(exc), drop=True)
-        return None
+    points, xyz = decoded
     try:
         rgb = read_packed_rgb(points)
     except KeyError as exc:

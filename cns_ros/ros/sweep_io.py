@@ -16,21 +16,12 @@ from cns_ros.segmenter import UNLABELED_COLOR
 __all__ = ['LabelColors', 'decode_sweep', 'read_packed_rgb', 'stage_times']
 
 
-def decode_sweep(msg: Any, max_points: int, input_features: Iterable[str],
-                 report: Callable[..., None]
-                 ) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
-    """(xyz, columns) of a sensor_msgs/PointCloud2 sweep, or None when it was dropped.
-
-    Args:
-        msg: The sweep.
-        max_points: Larger sweeps are dropped (``too_large``) before decoding.
-        input_features: The bundle's input features: the columns read besides intensity
-            (zeros, counted as event ``no_<column>``, when the cloud lacks them); ``rgb``
-            comes from the packed float ``rgb`` (or ``rgba``) field as (N, 3) 0..255.
-        report: ``report(reason, message, drop=...)`` counts and logs drops and events
-            (``too_large``, ``malformed``, ``missing_xyz``, ``bad_fields``, ``converted_xyz``,
-            ``bad_<column>``, ``no_<column>``, ``no_rgb``, ``bad_rgb``).
-    """
+def decode_xyz(msg: Any, max_points: int, report: Callable[..., None]
+               ) -> tuple[np.ndarray, np.ndarray] | None:
+    """(structured points, float32 (N, 3) xyz) of a sensor_msgs/PointCloud2, or None when it
+    was dropped: ``too_large`` (more than ``max_points``, before decoding), ``malformed``
+    (sizes, datatypes, field layout), ``missing_xyz``, ``bad_fields`` (x/y/z with count > 1).
+    Shared by the LiDAR sweeps and the RGB-D clouds."""
     try:
         count = int(msg.width) * int(msg.height)
     except (TypeError, ValueError):
@@ -50,10 +41,32 @@ def decode_sweep(msg: Any, max_points: int, input_features: Iterable[str],
                drop=True)
         return None
     try:
-        xyz = read_xyz(points)
+        return points, read_xyz(points)
     except ValueError as exc:
         report('bad_fields', str(exc), drop=True)
         return None
+
+
+def decode_sweep(msg: Any, max_points: int, input_features: Iterable[str],
+                 report: Callable[..., None]
+                 ) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
+    """(xyz, columns) of a sensor_msgs/PointCloud2 sweep, or None when it was dropped.
+
+    Args:
+        msg: The sweep.
+        max_points: Larger sweeps are dropped (``too_large``) before decoding.
+        input_features: The bundle's input features: the columns read besides intensity
+            (zeros, counted as event ``no_<column>``, when the cloud lacks them); ``rgb``
+            comes from the packed float ``rgb`` (or ``rgba``) field as (N, 3) 0..255.
+        report: ``report(reason, message, drop=...)`` counts and logs drops and events
+            (``too_large``, ``malformed``, ``missing_xyz``, ``bad_fields``, ``converted_xyz``,
+            ``bad_<column>``, ``no_<column>``, ``no_rgb``, ``bad_rgb``).
+    """
+    decoded = decode_xyz(msg, max_points, report)
+    if decoded is None:
+        return None
+    points, xyz = decoded
+    names = points.dtype.names or ()
     if any(points.dtype.fields[a][0] != np.dtype('float32') for a in 'xyz'):
         report('converted_xyz', f'x/y/z of type {points.dtype.fields["x"][0]} converted to '
                'float32', drop=False)
