@@ -7,6 +7,7 @@ Every tool in cns_ros writes through these helpers: the content goes to a tempor
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 
@@ -34,3 +35,20 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write UTF-8 ``text`` to ``path`` atomically."""
     atomic_write_bytes(path, text.encode('utf-8'))
+
+
+def replace_folder(tmp: str | os.PathLike[str], root: str | os.PathLike[str]) -> None:
+    """Move the finished folder ``tmp`` to ``root``; an old non-empty ``root`` is moved aside
+    first and removed only once the new one is in place (an empty one is just replaced)."""
+    tmp, root = Path(tmp), Path(root)
+    old = None
+    if root.is_dir():
+        if any(root.iterdir()):
+            old = root.with_name(f'{root.name}.old-{os.getpid()}')
+            os.replace(root, old)
+        else:
+            root.rmdir()
+    root.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, root)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -58,6 +58,7 @@ from cns_ros.data.synthetic_rig import (
 )
 from cns_ros.data.synthetic_scene import WorldConfig
 from cns_ros.data.synthetic_writer import DatasetWriter
+from cns_ros.fileio import replace_folder
 
 __all__ = ['BASE_TIME_US', 'CAMERA_RIG', 'DEFAULT_SCENE_NAMES', 'LIDAR_CHANNEL',
            'LIDAR_TRANSLATION', 'SCENE_GAP_US', 'DatasetExistsError', 'SensorSpec',
@@ -230,13 +231,13 @@ def generate_synthetic_nuscenes(dataroot: str | os.PathLike[str],
         raise ValueError(f'workers must be an integer >= 1, found {workers!r}')
     start = time.perf_counter()
     root = Path(os.path.abspath(dataroot))
-    _check_target(root, overwrite)
+    check_dataroot(root, overwrite)
     tmp = root.with_name(f'{root.name}.tmp-{os.getpid()}')
     if tmp.exists():
         shutil.rmtree(tmp)
     try:
         counts = DatasetWriter(tmp, config, sensor_rig(config)).write_all(progress, workers)
-        _replace(tmp, root)
+        replace_folder(tmp, root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -249,24 +250,11 @@ class DatasetExistsError(FileExistsError, ValueError):
     """The output dataroot exists (and is not empty) and overwriting was not asked for."""
 
 
-def _check_target(root: Path, overwrite: bool) -> None:
+def check_dataroot(root: Path, overwrite: bool) -> None:
+    """Raises :class:`DatasetExistsError` when ``root`` is a file, or a non-empty folder and
+    not ``overwrite``."""
     if root.exists() and not root.is_dir():
         raise DatasetExistsError(f'dataroot {root} exists and is not a folder')
     if root.is_dir() and any(root.iterdir()) and not overwrite:
         raise DatasetExistsError(f'dataroot {root} exists and is not empty; pass overwrite=True '
                                  '(--overwrite) to replace it')
-
-
-def _replace(tmp: Path, root: Path) -> None:
-    """Move the finished ``tmp`` to ``root``, removing an old ``root`` only afterwards."""
-    old = None
-    if root.is_dir():
-        if any(root.iterdir()):
-            old = root.with_name(f'{root.name}.old-{os.getpid()}')
-            os.replace(root, old)
-        else:
-            root.rmdir()
-    root.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, root)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

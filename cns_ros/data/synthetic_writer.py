@@ -76,7 +76,7 @@ class DatasetWriter:
         """
         cfg = self.config
         per_scene = sum(len(v) for v in sensor_timestamps(cfg, 0).values())
-        bar = _progress_bar(per_scene * len(cfg.scene_names), progress)
+        bar = progress_bar(per_scene * len(cfg.scene_names), progress, 'synthetic nuScenes')
         try:
             if workers <= 1 or len(cfg.scene_names) == 1:
                 for index, name in enumerate(cfg.scene_names):
@@ -359,9 +359,11 @@ class _NoBar:
         pass
 
 
-def _progress_bar(total: int, enabled: bool) -> Any:
+def progress_bar(total: int, enabled: bool, desc: str) -> Any:
+    """A tqdm bar over ``total`` frames, or an object with the same ``update`` / ``close``
+    that shows nothing."""
     if not enabled:
         return _NoBar()
     from tqdm import tqdm
 
-    return tqdm(total=total, unit='frame', desc='synthetic nuScenes')
+    return tqdm(total=total, unit='frame', desc=desc)
