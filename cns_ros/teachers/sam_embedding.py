@@ -45,7 +45,7 @@ from cns_ros.teachers.synthetic_truth import (
 
 _SALT_ID, _SALT_PART, _SALT_NOISE, _SALT_PROJECTION, _SALT_SHAPE = 31, 32, 33, 34, 35
 _ID_DIM = 32
-_SHAPE_DIM, _SHAPE_SCALE = 16, 3.0  # shape Fourier features and their frequency std
+_SHAPE_DIM, _SHAPE_SCALE = 32, 3.0  # shape Fourier features and their frequency std
 
 
 @dataclass(frozen=True)
