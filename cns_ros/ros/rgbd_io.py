@@ -38,7 +38,7 @@ from cns_ros.rgbd import (
     label_image,
     raw_image_rgb,
 )
-from cns_ros.ros.sweep_io import decode_xyz, read_packed_rgb
+from cns_ros.ros.sweep_io import decode_xyz, read_packed_rgb, too_large
 
 __all__ = ['RGBD_COLOR', 'RGBD_DROP_REASONS', 'RgbdFrame', 'decode_rgbd_cloud',
            'decode_rgbd_images', 'label_image_fields', 'labeled_frame_cloud']
@@ -69,13 +69,6 @@ class RgbdFrame:
     shape: tuple[int, int] | None
     header: Any
     num_invalid: int
-
-
-def _too_large(count: int, max_points: int, report: Callable[..., None]) -> bool:
-    if count > max_points:
-        report('too_large', f'{count} points > max_points {max_points}', drop=True)
-        return True
-    return False
 
 
 def decode_rgbd_cloud(msg: Any, max_points: int, report: Callable[..., None]
@@ -163,7 +156,7 @@ def decode_rgbd_images(depth_msg: Any, color_msg: Any | None, info: Any | None, 
         report('unmatched_depth', 'no colour image with the depth image\'s stamp (within '
                'rgbd_max_time_diff, after max_wait)', drop=True)
         return None
-    if _too_large(int(depth_msg.width) * int(depth_msg.height), max_points, report):
+    if too_large(int(depth_msg.width) * int(depth_msg.height), max_points, report):
         return None
     camera = _camera(info, report)
     if camera is None:

@@ -16,6 +16,14 @@ from cns_ros.segmenter import UNLABELED_COLOR
 __all__ = ['LabelColors', 'decode_sweep', 'read_packed_rgb', 'stage_times']
 
 
+def too_large(count: int, max_points: int, report: Callable[..., None]) -> bool:
+    """True (and the ``too_large`` drop reported) when ``count`` points exceed ``max_points``."""
+    if count > max_points:
+        report('too_large', f'{count} points > max_points {max_points}', drop=True)
+        return True
+    return False
+
+
 def decode_xyz(msg: Any, max_points: int, report: Callable[..., None]
                ) -> tuple[np.ndarray, np.ndarray] | None:
     """(structured points, float32 (N, 3) xyz) of a sensor_msgs/PointCloud2, or None when it
@@ -26,8 +34,7 @@ def decode_xyz(msg: Any, max_points: int, report: Callable[..., None]
         count = int(msg.width) * int(msg.height)
     except (TypeError, ValueError):
         count = -1
-    if count > max_points:
-        report('too_large', f'{count} points > max_points {max_points}', drop=True)
+    if too_large(count, max_points, report):
         return None
     try:
         points = read_cloud(msg)
