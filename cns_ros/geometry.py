@@ -144,6 +144,26 @@ def make_transform(rotation: ArrayLike, translation: ArrayLike) -> np.ndarray:
     return out
 
 
+def transform_from_xyz_rpy(values: ArrayLike) -> np.ndarray:
+    """Returns the float64 (4, 4) ``a_from_b`` of a ``[x, y, z, roll, pitch, yaw]`` list.
+
+    The ROS convention of ``static_transform_publisher`` and URDF joints: ``(x, y, z)`` is the
+    origin of frame b in frame a (metres), the rotation is ``Rz(yaw) @ Ry(pitch) @ Rx(roll)``
+    (radians, fixed axes x, then y, then z). ``[0, 0, 0, -pi/2, 0, -pi/2]`` is the usual
+    ``camera_link`` from ``camera_*_optical_frame`` rotation (x forward, y left, z up from x
+    right, y down, z forward).
+
+    Args:
+        values: Six finite numbers.
+    """
+    v = _array("xyz_rpy", values, (6,))
+    (cr, cp, cy), (sr, sp, sy) = np.cos(v[3:]), np.sin(v[3:])
+    rot = np.array([[cy * cp, cy * sp * sr - sy * cr, cy * sp * cr + sy * sr],
+                    [sy * cp, sy * sp * sr + cy * cr, sy * sp * cr - cy * sr],
+                    [-sp, cp * sr, cp * cr]])
+    return make_transform(rot, v[:3])
+
+
 def invert_transform(transform: ArrayLike) -> np.ndarray:
     """Returns ``b_from_a`` (float64, same shape), inverting rigid transforms with ``R^T``.
 

@@ -62,6 +62,7 @@ from typing import Any
 
 import numpy as np
 
+from cns_ros.geometry import transform_points
 from cns_ros.segmenter_ops import (
     UNLABELED,
     FoldedHead,
@@ -346,15 +347,20 @@ class Segmenter:
             valid = (np.abs(xyz) <= limit).all(axis=1)  # NaN compares False
         return np.flatnonzero(valid)
 
-    def segment(self, xyz: Any, columns: Mapping[str, Any] | None = None) -> SegmentResult:
+    def segment(self, xyz: Any, columns: Mapping[str, Any] | None = None,
+                network_from_sensor: Any = None) -> SegmentResult:
         """Label one point cloud.
 
         Args:
-            xyz: (N, 3) coordinates in metres (the sensor frame the model was trained in).
+            xyz: (N, 3) coordinates in metres, sensor frame (``max_range`` is measured here).
             columns: Per-point input columns by name, each with N rows: 'intensity' (raw,
                 0..255 for nuScenes), 'ring' (beam index), 'rgb' (N, 3). Those among the
                 bundle's ``input_features`` that are missing are zeros (reported in
                 ``missing_columns``); non-finite values are zeros.
+            network_from_sensor: Optional (4, 4) rigid transform applied to the points before
+                the network, into the frame the model was trained in (e.g. a gravity-aligned
+                frame for an RGB-D camera's optical-frame points: an indoor bundle learned
+                z-up meshes); None: the sensor frame is that frame (a LiDAR's).
 
         Returns:
             :class:`SegmentResult`; an empty cloud gives empty arrays.
@@ -378,6 +384,8 @@ class Segmenter:
                                  np.zeros(count, dtype=np.float32), dict.fromkeys(_STAGES, 0.0),
                                  state.vocabulary, state.version, 0, 0, tuple(missing),
                                  dict.fromkeys(_STAGES, 0.0))
+        if network_from_sensor is not None:
+            points = transform_points(network_from_sensor, points)
         labels, confidence, num_voxels, marks = self._classify(points, named, state)
         if index is not None:  # the kept points' results into full-size arrays
             labels, confidence = _scatter(labels, index, count, UNLABELED), \

@@ -421,3 +421,23 @@ def test_interpolate_pose_takes_the_shortest_arc() -> None:
     pose1 = geo.make_transform(yaw_matrix(math.radians(-170.0)), np.zeros(3))
     mid = geo.interpolate_pose(0.5, 0.0, pose0, 1.0, pose1)
     assert abs(math.degrees(yaw_of(mid))) == pytest.approx(180.0)
+
+
+def test_xyz_rpy_gives_the_ros_static_transform_matrices() -> None:
+    from cns_ros.geometry import transform_from_xyz_rpy
+
+    half = np.pi / 2
+    # yaw 90 deg: x -> y; pitch 90 deg: x -> -z; roll 90 deg: y -> z (right-handed turns)
+    assert np.allclose(transform_from_xyz_rpy([0, 0, 0, 0, 0, half])[:3, :3],
+                       [[0, -1, 0], [1, 0, 0], [0, 0, 1]])
+    assert np.allclose(transform_from_xyz_rpy([0, 0, 0, 0, half, 0])[:3, :3],
+                       [[0, 0, 1], [0, 1, 0], [-1, 0, 0]])
+    assert np.allclose(transform_from_xyz_rpy([0, 0, 0, half, 0, 0])[:3, :3],
+                       [[1, 0, 0], [0, 0, -1], [0, 1, 0]])
+    # camera_link <- optical (-pi/2, 0, -pi/2): optical z (forward) is x, x (right) is -y,
+    # y (down) is -z; the translation is the optical origin in camera_link
+    body = transform_from_xyz_rpy([0.1, 0.2, 0.3, -half, 0, -half])
+    assert np.allclose(body[:3, :3], [[0, 0, 1], [-1, 0, 0], [0, -1, 0]])
+    assert np.allclose(body @ [0, 1, 2, 1], [2.1, 0.2, -0.7, 1])  # 2 m ahead, 1 m below
+    with pytest.raises(ValueError, match=r'xyz_rpy must have shape \(6,\)'):
+        transform_from_xyz_rpy([0, 0, 0])

@@ -7,7 +7,11 @@ ScanNet-20): the labels mean nothing, but they are known here -- the same bundle
 process on the points the node must have made (back-projected by hand), so the labeled cloud's
 coordinates, its labels, the label image and the agreement of both input modes on one frame
 are all checked exactly; malformed messages are dropped under their reasons and every input is
-accounted for (``inputs == outputs + sum(drops)`` in the stats file after SIGTERM).
+accounted for (``inputs == outputs + sum(drops)`` in the stats file after SIGTERM). The network
+frame is checked too: the images node turns the optical-frame points z-up with the fixed
+transform of config/segment_rgbd.yaml (network_frame body), the points node with the same
+rotation received as the camera's pose on /odom (network_frame odom), and a cloud without a
+pose is dropped (no_pose).
 """
 
 from __future__ import annotations
@@ -76,6 +80,18 @@ def scene() -> tuple[np.ndarray, np.ndarray]:
     return np.round(depth).astype(np.uint16), rgb
 
 
+def yaml_network_transform() -> np.ndarray:
+    """(4, 4) network_from_sensor of config/segment_rgbd.yaml (network_frame body)."""
+    import yaml
+
+    from cns_ros.geometry import transform_from_xyz_rpy
+
+    values = yaml.safe_load((ROOT / 'config' / 'segment_rgbd.yaml').read_text())
+    values = values['/**']['ros__parameters']
+    assert values['network_frame'] == 'body'
+    return transform_from_xyz_rpy(values['body_from_sensor'])
+
+
 def hand_points(depth_mm: np.ndarray) -> np.ndarray:
     """(H * W, 3) float64 back-projection by hand: x = (u - cx) z / fx, y = (v - cy) z / fy."""
     rows, cols = np.indices(depth_mm.shape)
@@ -89,6 +105,7 @@ class Camera:
 
     def __init__(self) -> None:
         import rclpy
+        from nav_msgs.msg import Odometry
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
         from rclpy.signals import SignalHandlerOptions
@@ -106,6 +123,7 @@ class Camera:
         self.depth = pub(Image, '/camera/aligned_depth_to_color/image_raw', qos)
         self.info = pub(CameraInfo, '/camera/color/camera_info', qos)
         self.points = pub(PointCloud2, '/camera/depth/color/points', qos)
+        self.odom = pub(Odometry, '/odom', qos)
         self.got: dict[str, list] = {}
         out = QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE)
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -176,6 +194,19 @@ class Camera:
         cloud = create_cloud(points.reshape(shape) if shape else points)
         self.points.publish(cloud.to_message(PointCloud2, PointField, self.header(stamp_ns)))
 
+    def pose(self, odom_from_camera: np.ndarray, stamp_ns: int) -> None:
+        """nav_msgs/Odometry: the camera's (4, 4) pose, child frame the optical frame."""
+        from nav_msgs.msg import Odometry
+
+        from cns_ros.geometry import matrix_to_quat
+
+        msg = Odometry(header=self.header(stamp_ns), child_frame_id=FRAME)
+        msg.header.frame_id = 'odom'
+        p, q = msg.pose.pose.position, msg.pose.pose.orientation
+        p.x, p.y, p.z = (float(v) for v in odom_from_camera[:3, 3])
+        q.x, q.y, q.z, q.w = (float(v) for v in matrix_to_quat(odom_from_camera[:3, :3]))
+        self.odom.publish(msg)
+
     def close(self) -> None:
         import rclpy
 
@@ -213,7 +244,7 @@ def start_nodes(tmp_path, bundle) -> tuple[subprocess.Popen, subprocess.Popen]:
     remaps = [arg for old, new in PTS.items() for arg in ('-r', f'{old}:={new}')]
     points = start_node('cns_ros.ros.segment_node', tmp_path / 'points.log',
                         {**common, 'stats_file': tmp_path / 'points.json',
-                         'input_mode': 'rgbd_points'},
+                         'input_mode': 'rgbd_points', 'network_frame': 'odom'},
                         ['-r', '__node:=cns_segmenter_points', *remaps])
     return images, points
 
@@ -249,7 +280,8 @@ def test_rgbd_images_and_organized_clouds_through_dds(camera, bundle, tmp_path):
         assert summary['inputs'] == 6 and summary['outputs'] == 2
         assert summary['info']['rgbd.invalid_points_last'] == int((depth == 0).sum())
         summary = stop(procs[1], tmp_path / 'points.json')
-        assert summary['drops'] == {'missing_rgb': 1} and summary['outputs'] == 2, summary
+        assert summary['drops'] == {'missing_rgb': 1, 'no_pose': 1}, summary
+        assert summary['outputs'] == 2, summary
     finally:
         reap(procs, grace_s=10)
 
@@ -274,8 +306,11 @@ def check_images(camera, procs, segmenter, depth, rgb) -> tuple[np.ndarray, np.n
     out = read_cloud(cloud)
     xyz = np.stack([out['x'], out['y'], out['z']], 1)
     np.testing.assert_allclose(xyz, hand_points(depth), rtol=1e-5, atol=1e-6)  # NaN == NaN
-    expected = segmenter.segment(xyz, {'rgb': rgb.reshape(-1, 3).astype(np.float32)})
+    columns = {'rgb': rgb.reshape(-1, 3).astype(np.float32)}
+    expected = segmenter.segment(xyz, columns, yaml_network_transform())
     assert len(np.unique(expected.labels[~invalid])) > 1, 'one label: not a useful test'
+    in_sensor_frame = segmenter.segment(xyz, columns).labels
+    assert (in_sensor_frame != expected.labels).any(), 'the network frame must matter here'
     np.testing.assert_array_equal(out['label'], expected.labels)
     np.testing.assert_allclose(out['confidence'], expected.confidence, rtol=1e-5)
     assert (out['label'][invalid] == 65535).all() and (out['confidence'][invalid] == 0).all()
@@ -296,6 +331,8 @@ def check_points(camera, procs, xyz, rgb, labels) -> None:
     from cns_ros.pointcloud import read_cloud
 
     got = camera.got
+    camera.pose(yaml_network_transform(), T0)  # the odom node's points turn as the yaml's
+    camera.spin(0.3)
     camera.cloud(xyz, rgb, T0, (H, W))
     assert camera.spin(20.0, lambda: got['/pts/labeled_points'] and got['/pts/label_image'],
                        procs), procs[1].log.read_text()
@@ -304,7 +341,7 @@ def check_points(camera, procs, xyz, rgb, labels) -> None:
     np.testing.assert_array_equal(read_cloud(organized)['label'], labels)
     np.testing.assert_array_equal(label_pixels(image).ravel(), labels)
     valid = np.isfinite(xyz).all(axis=1)
-    camera.cloud(xyz[valid], rgb.reshape(-1, 3)[valid], T0 + 10**8, None)
+    camera.cloud(xyz[valid], rgb.reshape(-1, 3)[valid], T0 + 10**8, None)  # T0's pose: 0.1 s
     assert camera.spin(20.0, lambda: len(got['/pts/labeled_points']) > 1, procs)
     flat = got['/pts/labeled_points'][1]
     assert (flat.height, flat.width) == (1, int(valid.sum()))
@@ -329,7 +366,11 @@ def malformed_inputs(camera, depth, rgb, xyz, procs) -> None:
     camera.camera_info(K, stamp)
     camera.spin(0.3)
     camera.frame(depth, rgb, stamp + 4 * 10**8)  # good again
+    camera.pose(np.eye(4), stamp)
+    camera.spin(0.3)
     camera.cloud(xyz, None, stamp, (H, W))  # no rgb field: missing_rgb
+    camera.spin(0.3)  # (not busy: a cloud arriving while one waits would replace it)
+    camera.cloud(xyz, rgb, stamp + 2 * 10**9, (H, W))  # 2 s after the last pose: no_pose
     assert camera.spin(20.0, lambda: len(got['/cns/labeled_points']) > 1, procs)
     assert stamp_of(got['/cns/labeled_points'][1]) == stamp + 4 * 10**8
     camera.spin(0.5)
@@ -351,9 +392,13 @@ def test_rgbd_parameters_are_checked_and_segment_rgbd_yaml_is_valid():
     for name, value in values.items():
         assert type(value) is type(defaults[name]), name
     checked = validate_parameters({**defaults, **values, 'model': '/bundle'})
-    assert checked['input_mode'] == 'rgbd_images'
+    assert checked['input_mode'] == 'rgbd_images' and checked['network_frame'] == 'body'
     for bad, match in (({'input_mode': 'rgbd_points', 'cameras': ['cam_front']}, 'takes none'),
                        ({'output_color': 'photo'}, 'needs input_mode rgbd_points'),
+                       ({'body_from_sensor': [0.0] * 5}, '6 finite numbers'),
+                       ({'body_from_sensor': [0.0] * 5 + [float('nan')]}, '6 finite numbers'),
+                       ({'network_frame': 'odom', 'odom_topic': ''}, "needs an 'odom_topic'"),
+                       ({'network_frame': 'map'}, "'network_frame' must be one of"),
                        ({'input_mode': 'rgbd'}, "'input_mode' must be one of")):
         with pytest.raises(ValueError, match=match):
             validate_parameters({**defaults, 'model': '/bundle', **bad})

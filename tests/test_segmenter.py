@@ -488,3 +488,27 @@ def test_import_is_cheap():
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                          check=True, timeout=120)
     assert out.stdout.strip().splitlines()[-1:] in ([], ['']), out.stdout
+
+
+def test_network_from_sensor_moves_the_network_input_only(bundle_dir):
+    """Labels with a transform equal the labels of the moved points (the network sees them),
+    while max_range is still measured in the sensor frame: a point 3 m away stays labeled when
+    the transform puts it 64 m out, and a point beyond max_range stays unlabeled. Coordinates
+    are odd multiples of 1/128 m, away from the 0.5 m voxel borders, so turning and shifting
+    them by whole voxels keeps every point's voxel neighbourhood."""
+    from cns_ros.geometry import transform_from_xyz_rpy, transform_points
+
+    segmenter = Segmenter(bundle_dir, device='cpu', max_range=50.0)
+    rng = np.random.default_rng(3)
+    xyz = ((2 * rng.integers(-192, 192, (400, 3)) + 1) / 128).astype(np.float32)
+    xyz[0] = (60.0, 0.0, 0.0)  # beyond max_range in the sensor frame
+    columns = {'intensity': rng.uniform(0, 255, 400).astype(np.float32)}
+    turn = transform_from_xyz_rpy([0.0, 0.0, 0.0, -np.pi / 2, 0.0, -np.pi / 2])
+    far = transform_from_xyz_rpy([64.0, 0.0, 0.0, 0.0, 0.0, 0.0]) @ turn
+    got = segmenter.segment(xyz, columns, far)
+    moved = transform_points(turn, xyz[1:])  # a translation by whole voxels changes nothing
+    expected = Segmenter(bundle_dir, device='cpu', max_range=50.0).segment(
+        moved, {'intensity': columns['intensity'][1:]})
+    assert got.labels[0] == 65535 and got.num_valid == 399
+    np.testing.assert_array_equal(got.labels[1:], expected.labels)
+    assert (segmenter.segment(xyz, columns).labels[1:] != expected.labels).any()

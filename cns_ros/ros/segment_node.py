@@ -8,7 +8,8 @@ Topics (defaults; every parameter is described in ``config/segment.yaml``):
   ``image_transport: raw``) and ``/<cam>/camera_info`` for each name in ``cameras``, only when
   camera labels are produced (``camera_labels``, below);
 * in  ``/odom`` (nav_msgs/Odometry): ego poses for the motion between a sweep and a camera
-  frame when LiDAR labels are projected into cameras;
+  frame when LiDAR labels are projected into cameras, and the sensor's pose per frame with
+  ``network_frame: odom`` (below);
 * out ``/cns/labeled_points`` PointCloud2, the input's header and point order: x, y, z,
   intensity (float32), label (uint16; 65535 = unlabeled), confidence (float32), rgb (float32
   holding 0x00RRGGBB, the class color) -- :data:`cns_ros.pointcloud.LABELED_CLOUD_DTYPE`;
@@ -51,6 +52,15 @@ depth's stamp after ``max_wait``), plus ``too_large`` / ``malformed`` / ``missin
 ``bad_fields`` as for LiDAR clouds. Event ``beyond_max_range``: measured points beyond
 ``max_range`` left unlabeled. ``inputs == outputs + sum(drops)`` holds as for LiDAR sweeps.
 
+The network's frame (``network_frame``, :mod:`cns_ros.ros.network_frame`): a sparse 3D network
+is not rotation invariant, and an indoor bundle learned z-up meshes, so optical-frame points
+(y down) must be turned before the network: ``body`` applies the fixed ``body_from_sensor``
+(a camera mounted on a robot: its pose in a z-up body frame), ``odom`` the ``odom_topic`` pose
+at the frame's stamp times ``body_from_sensor`` (a hand-held camera; a frame without a pose
+within 100 ms is dropped, reason ``no_pose``). ``sensor`` (the default) uses the points as they
+arrive (a LiDAR's frame). Only the network input moves: ``max_range`` is measured from the
+sensor and the outputs keep the input's frame.
+
 QoS: inputs keep-last 5, volatile, best effort by default (``input_reliability``: a reliable
 subscriber never receives from a best-effort publisher, a best-effort one receives from both);
 outputs reliable, keep-last 5, volatile (class names: transient-local, depth 1; diagnostics:
@@ -80,6 +90,8 @@ NaN / inf / far points        label 65535, confidence 0 (event ``nonfinite_point
 empty cloud                   an empty labeled cloud is published (event ``empty``)
 no intensity (ring) field     zeros (event ``no_intensity`` / ``no_ring``)
 stamp jumps back (a loop)     synchronizer and odometry reset (event ``time_jump``)
+no pose (``network_frame``    drop ``no_pose``
+odom)
 image fails to decode         no label image for that camera (event ``image_decode``)
 no CameraInfo yet             no projected label image (event ``no_camera_info``)
 unexpected exception          drop ``internal_error`` (logged with its traceback once)
@@ -147,6 +159,7 @@ from cns_ros.ros.camera_labels import CameraLabeler, OdometryBuffer
 from cns_ros.ros.diagnostics import NodeStats, diagnostic_status
 from cns_ros.ros.intake import SweepIntake
 from cns_ros.ros.mailbox import LatestMailbox, Sweep
+from cns_ros.ros.network_frame import MissingPoseError, NetworkFrame
 from cns_ros.ros.reporting import ThrottledReporter
 from cns_ros.ros.rgbd_input import RgbdInput
 from cns_ros.ros.runtime import run_node, tune_malloc
@@ -243,8 +256,8 @@ class SegmentNode(Node):
         source = self.params['lidar_topic'] if self._rgbd is None else self._rgbd.describe()
         self.get_logger().info(
             f"ready: {self.segmenter.describe()}; input {source} "
-            f"({self.params['input_reliability']}); cameras: {self._describe_cameras()}; "
-            f"warm-up {self._warm_up_ms:.0f} ms per sweep")
+            f"({self.params['input_reliability']}); {self._network_frame.describe()}; "
+            f"cameras: {self._describe_cameras()}; warm-up {self._warm_up_ms:.0f} ms per sweep")
 
     def _describe_cameras(self) -> str:
         if not self._cameras:
@@ -277,6 +290,8 @@ class SegmentNode(Node):
         p = self.params
         self._odometry = OdometryBuffer()
         self._labeler = CameraLabeler(self, p, has_image_net, self._report, self._odometry)
+        self._network_frame = NetworkFrame(p['network_frame'], p['body_from_sensor'],
+                                           self._odometry.pose_at)
         self._cameras = self._labeler.cameras
         synchronizer = (make_synchronizer(p['sync_policy'], sync_config(p, self._cameras))
                         if self._cameras else None)
@@ -306,6 +321,10 @@ class SegmentNode(Node):
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5,
                          reliability=RELIABILITY[p['input_reliability']],
                          durability=DurabilityPolicy.VOLATILE)
+        projected = self._cameras and self._labeler.mode == 'projected'
+        if p['odom_topic'] and (projected or p['network_frame'] == 'odom'):
+            self.create_subscription(Odometry, p['odom_topic'], self._on_odometry,
+                                     QoSProfile(depth=50, reliability=qos.reliability))
         if self._rgbd is not None:
             self._subscribe_rgbd(qos)
             return
@@ -319,9 +338,6 @@ class SegmentNode(Node):
                                      qos)
             self.create_subscription(CameraInfo, p['camera_info_topic'].format(camera=cam),
                                      self._camera_info_callback(cam), qos)
-        if self._cameras and self._labeler.mode == 'projected' and p['odom_topic']:
-            self.create_subscription(Odometry, p['odom_topic'], self._on_odometry,
-                                     QoSProfile(depth=50, reliability=qos.reliability))
 
     def _subscribe_rgbd(self, qos: QoSProfile) -> None:
         """RGB-D inputs: the coloured cloud, or depth (the anchor: counted as the input),
@@ -485,9 +501,24 @@ class SegmentNode(Node):
                 publisher.publish(msg)
         return True
 
+    def _network_transform(self, sweep: Sweep) -> tuple[bool, np.ndarray | None]:
+        """(ok, network_from_sensor) of a sweep (:mod:`cns_ros.ros.network_frame`); not ok:
+        dropped (reason ``no_pose``)."""
+        if self._network_frame.mode == 'sensor':
+            return True, None
+        try:
+            return True, self._network_frame.transform(header_stamp_ns(sweep.msg))
+        except MissingPoseError as exc:
+            self._report('no_pose', f"network_frame odom: {exc} on {self.params['odom_topic']}",
+                         drop=True)
+            return False, None
+
     def _process(self, sweep: Sweep) -> None:
         if self._rgbd is not None:
             self._process_rgbd(sweep)
+            return
+        ok, network_from_sensor = self._network_transform(sweep)
+        if not ok:
             return
         marks = [(time.perf_counter(), time.thread_time())]
         decoded = decode_sweep(sweep.msg, self.params['max_points'],
@@ -498,7 +529,7 @@ class SegmentNode(Node):
         marks.append((time.perf_counter(), time.thread_time()))
         if len(xyz) == 0:
             self._report('empty', 'empty cloud: published an empty labeled cloud', drop=False)
-        result = self.segmenter.segment(xyz, columns)
+        result = self.segmenter.segment(xyz, columns, network_from_sensor)
         invalid = len(xyz) - result.num_valid
         if invalid:
             self._report('nonfinite_points', f'{invalid} of {len(xyz)} points non-finite or '
@@ -528,12 +559,15 @@ class SegmentNode(Node):
     def _process_rgbd(self, sweep: Sweep) -> None:
         """One RGB-D frame: decode (points without depth: NaN), label, publish the cloud
         (organized like the input) and, for an organized frame, the mono16 label image."""
+        ok, network_from_sensor = self._network_transform(sweep)
+        if not ok:
+            return
         marks = [(time.perf_counter(), time.thread_time())]
         frame = self._rgbd.decode(sweep)
         if frame is None:
             return
         marks.append((time.perf_counter(), time.thread_time()))
-        result = self.segmenter.segment(frame.xyz, {'rgb': frame.rgb})
+        result = self.segmenter.segment(frame.xyz, {'rgb': frame.rgb}, network_from_sensor)
         self._rgbd.check_range(frame, result.num_valid)
         marks.append((time.perf_counter(), time.thread_time()))
         cloud, image = self._rgbd.outputs(frame, result.labels, result.confidence,

@@ -19,6 +19,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import ReliabilityPolicy
 
+from cns_ros.ros.network_frame import MODES as NETWORK_FRAMES
 from cns_ros.ros.rgbd_io import RGBD_COLOR
 from cns_ros.ros.sync import SyncConfig
 
@@ -39,6 +40,7 @@ CHOICES = {
     'sync_policy': ('nearest', 'approximate_time'),
     'input_mode': ('lidar', 'rgbd_points', 'rgbd_images'),
     'output_color': ('class', 'photo'),
+    'network_frame': NETWORK_FRAMES,
 }
 #: Input modes of an RGB-D camera (no LiDAR cameras, photo colours available).
 RGBD_MODES = ('rgbd_points', 'rgbd_images')
@@ -134,8 +136,17 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec('image_size', Parameter.Type.INTEGER_ARRAY, 'input size [height, width] of '
                   "the 2D network (pixels); unset: the bundle's metadata.image_size, else "
                   '[224, 416]'),
+    ParameterSpec('network_frame', 'sensor', 'frame the 3D network sees the points in: sensor '
+                  "(the input's frame: a LiDAR's, z up), body (body_from_sensor applied: e.g. "
+                  'an RGB-D optical frame turned z-up) or odom (the odom_topic pose at the '
+                  "frame's stamp times body_from_sensor: a gravity-aligned world frame, as the "
+                  'meshes an indoor bundle learned); outputs stay in the input frame'),
+    ParameterSpec('body_from_sensor', [0.0] * 6, '[x, y, z, roll, pitch, yaw] (m, rad; ROS '
+                  'static_transform_publisher order) of the input frame in the body frame '
+                  '(network_frame body) or in the odometry child frame (network_frame odom)'),
     ParameterSpec('odom_topic', '/odom', 'nav_msgs/Odometry topic for ego-motion compensation '
-                  'of projected camera labels; empty: none (no compensation)'),
+                  'of projected camera labels and for network_frame odom; empty: none (no '
+                  'compensation)'),
     ParameterSpec('calibration', '', 'sensor calibration YAML (cns_ros.calibration format) for '
                   'camera_labels projected with calibration_source yaml'),
     ParameterSpec('calibration_source', 'yaml', 'where extrinsics come from: yaml (the '
@@ -238,6 +249,7 @@ def validate_parameters(params: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"parameter 'camera_offsets' must be finite, got {offsets}")
     params['camera_offsets'] = offsets
     _check_rgbd(params)
+    _check_network_frame(params)
     for name in ('image_topic', 'camera_info_topic'):
         template = params[name]
         if template and '{camera}' not in template and params['cameras']:
@@ -255,6 +267,18 @@ def _check_rgbd(params: Mapping[str, Any]) -> None:
     if params['output_color'] == 'photo' and mode not in RGBD_MODES:
         raise ValueError("parameter 'output_color' photo needs input_mode rgbd_points or "
                          f'rgbd_images, got {mode!r}')
+
+
+def _check_network_frame(params: dict[str, Any]) -> None:
+    """``body_from_sensor``: six finite numbers (stored as floats); ``network_frame`` odom
+    needs an ``odom_topic``."""
+    values = [float(v) for v in params['body_from_sensor']]
+    if len(values) != 6 or not all(math.isfinite(v) for v in values):
+        raise ValueError("parameter 'body_from_sensor' must be 6 finite numbers [x, y, z, roll, "
+                         f'pitch, yaw] (m, rad), got {values}')
+    params['body_from_sensor'] = values
+    if params['network_frame'] == 'odom' and not params['odom_topic']:
+        raise ValueError("parameter 'network_frame' odom needs an 'odom_topic' (it is empty)")
 
 
 def rgbd_sync_config(params: Mapping[str, Any]) -> SyncConfig:
