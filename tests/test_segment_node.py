@@ -482,9 +482,11 @@ def test_bad_inputs_are_counted_and_the_node_survives(spawn, probe, bundles, tmp
     sub.publish_columns(good, back_stamp := T0 - 30 * 10**9)
     stamp = back_stamp
     expect_output(back_stamp)
-    # A camera frame without CameraInfo: cloud published, no label image.
-    sub.publish_columns(good, cam_stamp := next_stamp())
-    sub.publish_image('cam_front', cam_stamp, _jpeg())
+    # A camera frame without CameraInfo: cloud published, no label image. The image goes out
+    # first (it waits in the synchronizer's buffer): building its message after the cloud's
+    # took longer than max_wait on a slow machine, and the sweep left without it.
+    sub.publish_image('cam_front', cam_stamp := next_stamp(), _jpeg())
+    sub.publish_columns(good, cam_stamp)
     expect_output(cam_stamp)
     # With CameraInfo and odometry: a projected mono8 label image with the image's header.
     sub.publish_camera_info('cam_front', cam_stamp)
