@@ -152,6 +152,14 @@ def run_all(prepared: study.Study, noises: Sequence[str], keys: Sequence[str], s
                     for k in keys} for noise in noises}
 
 
+def _teachers(prepared: study.Study, noise: str, rows: Sequence[study.Row]) -> dict[str, Any]:
+    """Every resolved teacher setting of the train caches (from their manifests)."""
+    from cns_ros.teachers import cache
+
+    return {('sam' if sam else 'clip'): cache.read_manifest(
+        prepared.cache(noise, sam, 'train'))['teachers'] for sam in sorted({r.sam for r in rows})}
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--world', choices=list(WORLDS), default='outdoor',
@@ -191,6 +199,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             'world': args.world, 'noise': noise, 'steps': args.steps, 'seeds': args.seeds,
             'scenes': {s: list(prepared.setup.scenes(s)) for s in study.SPLITS},
             'recipe': list(study.INDOOR_RECIPE if indoor else study.RECIPE),
+            'teachers': _teachers(prepared, noise, [rows_by_key[k] for k in args.rows]),
             'minutes_all_noises': minutes, 'rows': rows}, args.out_dir)
         plot(rows, path.with_suffix('.png'), title, rows_by_key)
         print(f'wrote {path} and {path.with_suffix(".png")}')

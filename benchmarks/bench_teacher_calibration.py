@@ -4,10 +4,10 @@ Driving (default): generates a small synthetic driving world (``make_synthetic``
 ``--scenes`` scenes of the study's scene lists, ``--duration`` s each, 400 x 225 images) unless
 ``--world`` names one, then measures, on every keyframe image at the label size (default
 224 x 416, MaskCLIP's input). Indoor (``--indoor``): the synthetic indoor world
-(``make_synthetic_indoor --preset tiny``, or ``--world``), the ``realistic_indoor`` noise, the
-``segformer_like_indoor`` labeler, 240 x 320 label maps (CNS's ScanNet input; SAM at 320 x 240)
-and the indoor targets (wall / floor masks in place of road / building);
-``results/teacher_calibration_indoor.json``. Both measure:
+(``make_synthetic_indoor --preset default`` per seed, about 3 min each, or ``--world``), the
+``realistic_indoor`` noise, the ``segformer_like_indoor`` labeler, 240 x 320 label maps (CNS's
+ScanNet input; SAM at 320 x 240) and the indoor targets (wall / floor masks in place of road /
+building); ``results/teacher_calibration_indoor.json``. Both measure:
 
 * 7.1 MaskCLIP stand-in: 2D mIoU and pixel accuracy against the ground truth (sky unscored),
   per-class IoU against the high / mid / near-zero ranges, the share of wrong pixels in the
@@ -32,11 +32,18 @@ not) and ``results/teacher_calibration.png`` (per-class IoU bars of the mean aga
 ranges; example images of the first seed: ground truth / simulated CLIP / SAM masks). About
 4 minutes on 2 cores with the defaults.
 
-usage: python benchmarks/bench_teacher_calibration.py [--world DIR] [--scenes 8]
+usage: python benchmarks/bench_teacher_calibration.py [--world DIR ...] [--scenes 8]
        [--duration 2] [--seeds 0 1 2] [--noise realistic] [--labeler segformer_like]
        [--out-dir DIR]
-       python benchmarks/bench_teacher_calibration.py --indoor [--world DIR]
-       [--indoor-preset tiny] [--seeds 0 1 2] [--max-images N]
+       python benchmarks/bench_teacher_calibration.py --indoor [--world DIR ...]
+       [--indoor-preset default] [--seeds 0 1 2] [--max-images N]
+
+The indoor report in results/ was made from three pre-generated default worlds
+(``make_synthetic_indoor --preset default --seed 0|1|2``), nine runs (world k mod 3, teacher
+seed k) of 49 images each::
+
+    python benchmarks/bench_teacher_calibration.py --indoor --world W0 W1 W2 \
+        --seeds 0 1 2 3 4 5 6 7 8 --max-images 49
 """
 
 from __future__ import annotations
@@ -91,7 +98,7 @@ def make_indoor_world(root: Path, preset: str, seed: int) -> Path:
     """A synthetic indoor world (``make_synthetic_indoor --preset``)."""
     from offline_training import make_synthetic_indoor
 
-    args = ['--out', str(root), '--preset', preset, '--seed', str(seed)]
+    args = ['--out', str(root), '--preset', preset, '--seed', str(seed), '--no-progress']
     if make_synthetic_indoor.main(args) != 0:
         raise RuntimeError('make_synthetic_indoor failed')
     return root
@@ -291,13 +298,14 @@ def plot(path: Path, results: dict[str, dict[str, Any]], examples: list[dict[str
 def build_parser() -> argparse.ArgumentParser:
     """The command line of :func:`main`."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--world', type=Path, help='an existing synthetic world (with regions); '
+    parser.add_argument('--world', type=Path, nargs='+', help='existing synthetic worlds (with '
+                        'regions): the k-th seed measures world k mod (number of worlds); '
                         'default: one generated world per seed')
     parser.add_argument('--indoor', action='store_true', help='the synthetic indoor world, the '
                         'realistic_indoor noise and the indoor targets (defaults of --noise, '
                         '--labeler, --size change with it)')
-    parser.add_argument('--indoor-preset', default='tiny', help='make_synthetic_indoor --preset '
-                        'of a generated indoor world (default: tiny)')
+    parser.add_argument('--indoor-preset', default='default', help='make_synthetic_indoor '
+                        '--preset of a generated indoor world (default: default)')
     parser.add_argument('--scenes', type=int, default=8, help='scenes of a generated world')
     parser.add_argument('--duration', type=float, default=2.0, help='seconds per scene')
     parser.add_argument('--noise', help='noise preset or file (default: realistic; indoor: '
@@ -330,13 +338,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     labeler = args.labeler or (INDOOR['labeler'] if args.indoor else 'segformer_like')
     size = tuple(args.size or (INDOOR['size'] if args.indoor else (224, 416)))
     start, runs, examples = time.perf_counter(), [], []
-    for seed in args.seeds:
+    for k, seed in enumerate(args.seeds):
         with tempfile.TemporaryDirectory(prefix='teacher_calibration_') as tmp:
-            world = args.world or (
+            world = args.world[k % len(args.world)] if args.world else (
                 make_indoor_world(Path(tmp) / 'world', args.indoor_preset, seed) if args.indoor
                 else make_world(Path(tmp) / 'world', args.scenes, args.duration, seed))
             stats, shown = measure(world, noise, labeler, size, seed, args.max_images)
-        runs.append({'seed': seed, **stats})
+        runs.append({'seed': seed, 'world': str(world) if args.world else 'generated', **stats})
         examples = examples or shown
     space = runs[0]['class_space']
     results = table(runs, space)
@@ -345,7 +353,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     generated = {'preset': args.indoor_preset} if space == SCANNET20 else {
         'scenes': args.scenes, 'duration_s': args.duration}
     document = {'world': {**({} if args.world else generated), 'class_space': space,
-                          'path': str(args.world or 'generated'), 'label_size': list(size),
+                          'path': [str(w) for w in args.world] if args.world else 'generated',
+                          'label_size': list(size),
                           'seeds': args.seeds, 'max_images': args.max_images},
                 'targets': results, 'runs': runs, 'seconds': seconds}
     name = INDOOR['name'] if space == SCANNET20 else 'teacher_calibration'

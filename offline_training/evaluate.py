@@ -302,6 +302,18 @@ def _teacher_3d(cache_root: Path | None, sample_token: str, m: int
     return item.labels[:m].astype(np.int64), paired_mask(item.pair_point, m)
 
 
+def bundle_description(args: argparse.Namespace, bundle: Any) -> dict[str, Any]:
+    """The metrics document's 'bundle', 'checkpoint' and 'model' entries."""
+    return {
+        'bundle': str(bundle.path) if not args.checkpoint_source else None,
+        'checkpoint': args.checkpoint_source,
+        'model': {'net3d': bundle.model_name, 'net2d': bundle.image_model,
+                  'voxel_size': bundle.voxel_size, 'input_features': list(bundle.input_features),
+                  'metadata': {k: v for k, v in bundle.metadata.items()
+                               if k != 'training_config'}},
+    }
+
+
 def _lidarseg_writer(folder: Path) -> Any:
     """``(keyframe, pred)`` -> the devkit's ``<lidar token>_lidarseg.bin`` in ``folder``."""
     from cns_ros.vocabulary import train_to_lidarseg16
@@ -362,12 +374,7 @@ def run(args: argparse.Namespace, bundle: Any, net3d: Any, net2d: Any, device: A
     results = {key: scores(conf, names) for key, conf in evaluator.confusion.items()}
     document = {
         'protocol': PROTOCOL,
-        'bundle': str(bundle.path) if not args.checkpoint_source else None,
-        'checkpoint': args.checkpoint_source,
-        'model': {'net3d': bundle.model_name, 'net2d': bundle.image_model,
-                  'voxel_size': bundle.voxel_size, 'input_features': list(bundle.input_features),
-                  'metadata': {k: v for k, v in bundle.metadata.items()
-                               if k != 'training_config'}},
+        **bundle_description(args, bundle),
         'dataset': {'dataroot': str(args.dataroot), 'version': args.version,
                     'split': args.split, 'scenes': list(data.scene_names),
                     'num_sweeps_input': args.num_sweeps, **counts},

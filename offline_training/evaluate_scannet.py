@@ -78,7 +78,7 @@ def run_scannet(args: argparse.Namespace, bundle: Any, net3d: Any, net2d: Any, d
     from cns_ros.data.keyframes import open_keyframes
     from cns_ros.segmenter import DEFAULT_IMAGE_SIZE
     from cns_ros.vocabulary import scannet20
-    from offline_training.evaluate import Evaluator, class_order
+    from offline_training.evaluate import Evaluator, bundle_description, class_order
 
     start = time.perf_counter()
     data = open_keyframes('scannet', args.dataroot, split=args.split, scenes=args.scenes,
@@ -105,12 +105,7 @@ def run_scannet(args: argparse.Namespace, bundle: Any, net3d: Any, net2d: Any, d
                    if net2d is None else 'no frame with a label PNG (use --layout 25k)')
     return {
         'protocol': SCANNET_PROTOCOL,
-        'bundle': str(bundle.path) if not args.checkpoint_source else None,
-        'checkpoint': args.checkpoint_source,
-        'model': {'net3d': bundle.model_name, 'net2d': bundle.image_model,
-                  'voxel_size': bundle.voxel_size, 'input_features': list(bundle.input_features),
-                  'metadata': {k: v for k, v in bundle.metadata.items()
-                               if k != 'training_config'}},
+        **bundle_description(args, bundle),
         'dataset': {'kind': 'scannet', 'dataroot': str(args.dataroot), 'split': args.split,
                     'layout': args.layout, 'every': args.every,
                     'scenes': [data.scene_names[k] for k in indices], **evaluator.counts},

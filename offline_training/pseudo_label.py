@@ -210,6 +210,13 @@ class _Teachers:
             config.save_2d and realistic['embedding'] == 'realistic'))
         if 'simulated' in (config.teacher, config.sam):
             self.gt = sim.SyntheticGroundTruth(dataroot)
+            per_class = 'realistic' in (realistic['clip'], realistic['sam'])
+            if per_class and self.noise.class_space != self.gt.class_space:
+                raise ValueError(  # before the manifest is written: nothing left behind
+                    f'--simulated-noise {config.simulated_noise}: its per-class noise is for '
+                    f'{self.noise.class_space} worlds, but {dataroot} is a '
+                    f'{self.gt.class_space} world (synthetic_gt/index.json); use a noise file '
+                    f'with class_space: {self.gt.class_space} (e.g. realistic_indoor)')
         if config.teacher == 'simulated':
             self.clip = clip_sim
         else:

@@ -140,14 +140,13 @@ def organized_cloud(depth_mm: np.ndarray, rgb: np.ndarray, k: np.ndarray) -> Clo
         pixel (col u, row v) with depth z m gives ``((u - cx) z / fx, (v - cy) z / fy, z)``;
         NaN x, y, z where depth is 0.
     """
+    from cns_ros.rgbd import depth_to_points
+
     height, width = depth_mm.shape
-    z = depth_mm.astype(np.float64) / 1000.0
-    z[depth_mm == 0] = np.nan
-    cols, rows = np.meshgrid(np.arange(width), np.arange(height))
+    xyz = depth_to_points(depth_mm.astype(np.float32) / 1000.0, k)
     points = np.empty((height, width), dtype=_CLOUD_DTYPE)
-    points['x'] = (cols - k[0, 2]) * z / k[0, 0]
-    points['y'] = (rows - k[1, 2]) * z / k[1, 1]
-    points['z'] = z
+    for axis, name in enumerate('xyz'):
+        points[name] = xyz[..., axis]
     points['rgb'] = pack_rgb(rgb.reshape(-1, 3)).reshape(height, width)
     return create_cloud(points)
 

@@ -1,9 +1,11 @@
 """The simulated teachers on a scannet20 (ScanNet-like indoor) world: class space from
 synthetic_gt/index.json, nyu40 ground truth, 20-class noise files and their errors (hand-made
-synthetic_gt folders, CPU, a few seconds)."""
+synthetic_gt folders), and a reduced calibration check on the tiny synthetic indoor world (CPU,
+about 10 s)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import textwrap
 from pathlib import Path
@@ -11,12 +13,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cns_ros.data.synthetic_indoor import generate_synthetic_indoor, preset
 from cns_ros.teachers.class_space import ClassSpaceError
 from cns_ros.teachers.realistic_clip import RealisticClipConfig
 from cns_ros.teachers.sam import valid_embedding_size
+from cns_ros.teachers.sam_embedding import shape_descriptor
 from cns_ros.teachers.simulated_clip import SimulatedClip, clip_like_confusion
 from cns_ros.teachers.simulated_sam import SimulatedSam
-from cns_ros.teachers.synthetic_truth import GroundTruthImage, SyntheticGroundTruth
+from cns_ros.teachers.synthetic_truth import (
+    GroundTruthImage,
+    SyntheticGroundTruth,
+    world_entities,
+)
+from cns_ros.teachers.teacher_calibration import ClipMeter
 from cns_ros.teachers.teacher_noise import NoiseFileError, load_noise
 from cns_ros.vocabulary import scannet20
 
@@ -144,6 +153,19 @@ def test_sam_stand_ins_run_on_nyu40_worlds(images):
     assert not np.allclose(ceiling, wall) and not np.allclose(wall, floor)
 
 
+def test_shape_features_of_the_indoor_embedding_are_read_from_identity_only(images):
+    image = images[0]
+    shape = shape_descriptor(world_entities(image.instance, image.region))
+    # the picture: rows 12-19, cols 8-19 (8 x 12 px of 48 x 64), seen at its top-left pixel
+    expected = (np.sqrt(96 / (H * W)), 8 / H, 12 / W, 15.5 / H, 12 / H)
+    np.testing.assert_allclose(shape[12, 8], expected, rtol=1e-6)
+    np.testing.assert_allclose(shape[46, 62], (0, 0, 0, 0, 46 / H), atol=1e-7)  # nothing
+    _, sam = load_noise('realistic_indoor').build()
+    permuted = dataclasses.replace(image, semantic=np.roll(image.semantic, 1, axis=1))
+    assert np.array_equal(sam.embedding(image), sam.embedding(permuted))
+    assert np.array_equal(sam.masks(image, (H, W)).masks, sam.masks(permuted, (H, W)).masks)
+
+
 def test_a_noise_of_another_class_space_is_refused_with_what_to_do(images):
     driving = load_noise('realistic').build()[0]
     with pytest.raises(ClassSpaceError, match='class_space: scannet20'):
@@ -192,3 +214,28 @@ def test_an_indoor_noise_file_names_classes_and_omitted_ones_are_neutral(tmp_pat
     assert clip.view_wrong == (0.0,) * 20 and clip.salience == (1.0,) * 20
     assert clip.sky_classes == (1.0,) * 20
     assert np.argmax(clip.confusion_matrix()[NAMES.index('desk')]) == NAMES.index('table')
+
+
+def test_realistic_indoor_calibration_on_the_tiny_world(tmp_path):
+    """A reduced 7.1 check: the indoor target is 18-24 mIoU, met on three default worlds
+    (results/teacher_calibration_indoor.json). The tiny world (two rooms, four images) gives
+    22.4 as the mean over seeds 0-5 (per seed 19-31); the band [16, 28] allows for a world this
+    small. Without persistent errors the mean is about 56, with every object wrong about 1."""
+    root = tmp_path / 'tiny'
+    generate_synthetic_indoor(root, preset('tiny'))
+    gt = SyntheticGroundTruth(root)
+    images = [gt.load(token) for token in sorted(gt.tokens)]
+    assert gt.class_space == 'scannet20' and len(images) == 4
+    mious, shares = [], []
+    for seed in range(6):
+        clip = load_noise('realistic_indoor', seed).build()[0]
+        meter = ClipMeter(clip.config.patch_grid, 'scannet20')
+        for image in images:
+            stages = clip.stages(image, (240, 320))
+            assert stages.labels.max() < 20  # ceiling and clutter get a class too
+            meter.add(stages, image.scene, image.key)
+        result = meter.result()
+        mious.append(result['clip_miou'])
+        shares.append(result['persistent_share'])
+    assert 16.0 <= np.mean(mious) <= 28.0, mious
+    assert 0.55 <= np.mean(shares) <= 0.8, shares  # 7.1: 60-75 % of errors persistent

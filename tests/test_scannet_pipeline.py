@@ -84,3 +84,14 @@ def test_train_export_evaluate_and_the_official_files(world: Path, tmp_path: Pat
         assert document['net3d'][key] == pytest.approx(official[key]), key
     assert document['net3d']['points'] == int(np.count_nonzero(mesh.labels20() != 255))
     assert document['teacher']['points'] < document['net3d']['points']
+
+
+def test_driving_noise_on_the_indoor_world_is_refused_before_any_output(
+        world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        pseudo_label.main(['--dataset', 'scannet', '--dataroot', str(world), '--split', 'val',
+                           '--teacher', 'simulated', '--simulated-noise', 'realistic',
+                           '--out', str(tmp_path / 'cache'), '--no-progress'])
+    assert exc.value.code == 2
+    assert 'for nuscenes16 worlds' in capsys.readouterr().err
+    assert not (tmp_path / 'cache').exists()

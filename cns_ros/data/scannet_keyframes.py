@@ -86,7 +86,10 @@ class ScanNetKeyframe:
         sweep_index: uint8 (N,) zeros (one "sweep").
         cameras: ``rgbd/<frame token>`` -> :class:`ScanNetCameraFrame`, frame order.
         nyu40: uint16 (N,) nyu40 ids of ``labels.ply``, or None (test scans).
+        mesh_path: The scan's ``_vh_clean_2.ply``.
         skipped: Reason -> number of frames the reader skipped (e.g. 'invalid_pose').
+        lidar_ego_from_sensor, lidar_global_from_ego: Identities: the points are in the
+            world (mesh) frame, which :func:`cns_ros.teachers.lifting.keyframe_cameras` needs.
     """
 
     sample_token: str
@@ -97,20 +100,13 @@ class ScanNetKeyframe:
     nyu40: np.ndarray | None
     mesh_path: Path
     skipped: dict[str, int] = field(default_factory=dict)
-    timestamp_us: int = 0
-    sweep_timestamps_us: tuple[int, ...] = (0,)
     lidar_ego_from_sensor: np.ndarray = field(default_factory=lambda: np.eye(4))
     lidar_global_from_ego: np.ndarray = field(default_factory=lambda: np.eye(4))
-    lidarseg: None = None
     point_columns: ClassVar[tuple[str, ...]] = ('x', 'y', 'z', 'r', 'g', 'b')
 
     @property
     def lidar_token(self) -> str:
         return self.sample_token
-
-    @property
-    def lidar_path(self) -> Path:
-        return self.mesh_path
 
     @property
     def num_keyframe_points(self) -> int:

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from cns_ros.pointcloud import CloudData, create_labeled_cloud, pack_rgb, read_cloud, read_xyz
+from cns_ros.pointcloud import CloudData, create_labeled_cloud, pack_rgb
 from cns_ros.rgbd import (
     RayCache,
     decode_depth,
@@ -38,7 +38,7 @@ from cns_ros.rgbd import (
     label_image,
     raw_image_rgb,
 )
-from cns_ros.ros.sweep_io import read_packed_rgb
+from cns_ros.ros.sweep_io import decode_xyz, read_packed_rgb, too_large
 
 __all__ = ['RGBD_COLOR', 'RGBD_DROP_REASONS', 'RgbdFrame', 'decode_rgbd_cloud',
            'decode_rgbd_images', 'label_image_fields', 'labeled_frame_cloud']
@@ -71,13 +71,6 @@ class RgbdFrame:
     num_invalid: int
 
 
-def _too_large(count: int, max_points: int, report: Callable[..., None]) -> bool:
-    if count > max_points:
-        report('too_large', f'{count} points > max_points {max_points}', drop=True)
-        return True
-    return False
-
-
 def decode_rgbd_cloud(msg: Any, max_points: int, report: Callable[..., None]
                       ) -> RgbdFrame | None:
     """The :class:`RgbdFrame` of a coloured sensor_msgs/PointCloud2, or None (dropped).
@@ -86,28 +79,10 @@ def decode_rgbd_cloud(msg: Any, max_points: int, report: Callable[..., None]
     datatypes, field layout), ``missing_xyz``, ``bad_fields`` (x/y/z with count > 1),
     ``missing_rgb`` (no ``rgb`` / ``rgba`` field), ``bad_rgb`` (not one 4-byte value a point).
     """
-    try:
-        count = int(msg.width) * int(msg.height)
-    except (TypeError, ValueError):
-        count = -1
-    if _too_large(count, max_points, report):
+    decoded = decode_xyz(msg, max_points, report)
+    if decoded is None:
         return None
-    try:
-        points = read_cloud(msg)
-    except ValueError as exc:
-        report('malformed', str(exc), drop=True)
-        return None
-    names = points.dtype.names or ()
-    missing = [axis for axis in 'xyz' if axis not in names]
-    if missing:
-        report('missing_xyz', f'no {"/".join(missing)} field (fields: {list(names)})',
-               drop=True)
-        return None
-    try:
-        xyz = read_xyz(points)
-    except ValueError as exc:
-        report('bad_fields', str(exc), drop=True)
-        return None
+    points, xyz = decoded
     try:
         rgb = read_packed_rgb(points)
     except KeyError as exc:
@@ -181,7 +156,7 @@ def decode_rgbd_images(depth_msg: Any, color_msg: Any | None, info: Any | None, 
         report('unmatched_depth', 'no colour image with the depth image\'s stamp (within '
                'rgbd_max_time_diff, after max_wait)', drop=True)
         return None
-    if _too_large(int(depth_msg.width) * int(depth_msg.height), max_points, report):
+    if too_large(int(depth_msg.width) * int(depth_msg.height), max_points, report):
         return None
     camera = _camera(info, report)
     if camera is None:

@@ -16,6 +16,44 @@ from cns_ros.segmenter import UNLABELED_COLOR
 __all__ = ['LabelColors', 'decode_sweep', 'read_packed_rgb', 'stage_times']
 
 
+def too_large(count: int, max_points: int, report: Callable[..., None]) -> bool:
+    """True (and the ``too_large`` drop reported) when ``count`` points exceed ``max_points``."""
+    if count > max_points:
+        report('too_large', f'{count} points > max_points {max_points}', drop=True)
+        return True
+    return False
+
+
+def decode_xyz(msg: Any, max_points: int, report: Callable[..., None]
+               ) -> tuple[np.ndarray, np.ndarray] | None:
+    """(structured points, float32 (N, 3) xyz) of a sensor_msgs/PointCloud2, or None when it
+    was dropped: ``too_large`` (more than ``max_points``, before decoding), ``malformed``
+    (sizes, datatypes, field layout), ``missing_xyz``, ``bad_fields`` (x/y/z with count > 1).
+    Shared by the LiDAR sweeps and the RGB-D clouds."""
+    try:
+        count = int(msg.width) * int(msg.height)
+    except (TypeError, ValueError):
+        count = -1
+    if too_large(count, max_points, report):
+        return None
+    try:
+        points = read_cloud(msg)
+    except ValueError as exc:
+        report('malformed', str(exc), drop=True)
+        return None
+    names = points.dtype.names or ()
+    missing = [axis for axis in 'xyz' if axis not in names]
+    if missing:
+        report('missing_xyz', f'no {"/".join(missing)} field (fields: {list(names)})',
+               drop=True)
+        return None
+    try:
+        return points, read_xyz(points)
+    except ValueError as exc:
+        report('bad_fields', str(exc), drop=True)
+        return None
+
+
 def decode_sweep(msg: Any, max_points: int, input_features: Iterable[str],
                  report: Callable[..., None]
                  ) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
@@ -31,29 +69,11 @@ def decode_sweep(msg: Any, max_points: int, input_features: Iterable[str],
             (``too_large``, ``malformed``, ``missing_xyz``, ``bad_fields``, ``converted_xyz``,
             ``bad_<column>``, ``no_<column>``, ``no_rgb``, ``bad_rgb``).
     """
-    try:
-        count = int(msg.width) * int(msg.height)
-    except (TypeError, ValueError):
-        count = -1
-    if count > max_points:
-        report('too_large', f'{count} points > max_points {max_points}', drop=True)
+    decoded = decode_xyz(msg, max_points, report)
+    if decoded is None:
         return None
-    try:
-        points = read_cloud(msg)
-    except ValueError as exc:
-        report('malformed', str(exc), drop=True)
-        return None
+    points, xyz = decoded
     names = points.dtype.names or ()
-    missing = [axis for axis in 'xyz' if axis not in names]
-    if missing:
-        report('missing_xyz', f'no {"/".join(missing)} field (fields: {list(names)})',
-               drop=True)
-        return None
-    try:
-        xyz = read_xyz(points)
-    except ValueError as exc:
-        report('bad_fields', str(exc), drop=True)
-        return None
     if any(points.dtype.fields[a][0] != np.dtype('float32') for a in 'xyz'):
         report('converted_xyz', f'x/y/z of type {points.dtype.fields["x"][0]} converted to '
                'float32', drop=False)

@@ -9,6 +9,8 @@ dataset without ``synthetic_gt/``.
 This module gathers the public names of the modules that implement them:
 
 - :mod:`~cns_ros.teachers.synthetic_truth`: the ground-truth reader and the seeding;
+- :mod:`~cns_ros.teachers.class_space`: the world's classes (nuScenes-16 driving, scannet20
+  indoor), named by ``synthetic_gt/index.json``;
 - :mod:`~cns_ros.teachers.simulated_clip` / :mod:`~cns_ros.teachers.simulated_sam`: the
   ``noise_free`` and ``clip_like`` stand-ins (errors drawn afresh per image, disjoint masks);
 - :mod:`~cns_ros.teachers.realistic_clip`, :mod:`~cns_ros.teachers.realistic_sam` (with
@@ -23,6 +25,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from cns_ros.teachers.class_space import (
+    CLASS_SPACES,
+    ClassSpace,
+    ClassSpaceError,
+    class_space,
+)
 from cns_ros.teachers.simulated_clip import (
     SimulatedClip,
     SimulatedClipConfig,
@@ -44,9 +52,12 @@ from cns_ros.teachers.synthetic_truth import (
 from cns_ros.teachers.teacher_noise import NoiseFileError, TeacherNoise, load_noise
 
 __all__ = [
+    'CLASS_SPACES',
     'GT_FOLDER',
     'NUM_CLASSES',
     'SIMULATED_PRESETS',
+    'ClassSpace',
+    'ClassSpaceError',
     'GroundTruthImage',
     'MissingRegionsError',
     'NoiseFileError',
@@ -58,6 +69,7 @@ __all__ = [
     'SimulatedSamStats',
     'SyntheticGroundTruth',
     'TeacherNoise',
+    'class_space',
     'clip_like_confusion',
     'image_rng',
     'load_noise',
@@ -67,8 +79,10 @@ __all__ = [
     'world_uniforms',
 ]
 
-#: Preset names of ``pseudo_label --simulated-noise`` (files in config/teacher_noise/).
-SIMULATED_PRESETS: tuple[str, ...] = ('noise_free', 'clip_like', 'realistic')
+#: Preset names of ``pseudo_label --simulated-noise`` (files in config/teacher_noise/):
+#: noise_free and clip_like fit every world, realistic the nuScenes-16 driving world,
+#: realistic_indoor the scannet20 indoor world.
+SIMULATED_PRESETS: tuple[str, ...] = ('noise_free', 'clip_like', 'realistic', 'realistic_indoor')
 
 
 def simulated_preset(name: str, seed: int = 0) -> tuple[Any, Any]:
