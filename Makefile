@@ -6,6 +6,10 @@
 #   make demo   venv + the end-to-end demo: synthetic world -> simulated-teacher pseudo-labels
 #               -> training -> bundle -> bag -> live replay_node + segment_node -> live mIoU
 #               (everything under demo_out/; DEMO_ARGS='--steps 600' etc. are passed on)
+#   make demo-indoor  venv + the indoor demo (= make demo DEMO_ARGS=--indoor): synthetic rooms in
+#               the ScanNet layout -> simulated-teacher pseudo-labels -> training -> bundle ->
+#               RGB-D bag -> live replay_node + segment_node (rgbd_images) -> live mIoU against
+#               the mesh vertices (demo_out/indoor/; DEMO_ARGS='--steps 600', '--fast' etc.)
 #   make demo-ovs3d  venv + the 3D-OVS demo: synthetic scene -> train_ovs3d (stand-in teachers)
 #               -> labeled map -> live ovs_map_node: accuracy vs ground truth, runtime relabel,
 #               a refused vocabulary (demo_out/ovs3d/; DEMO_ARGS='--keep' reuses the training)
@@ -28,7 +32,7 @@ VENV_FLAGS :=
 REQS := -r requirements/ml.txt -r requirements/dev.txt -r requirements/ros-pip.txt
 endif
 
-.PHONY: venv test lint bench demo demo-ovs3d clean
+.PHONY: venv test lint bench demo demo-indoor demo-ovs3d clean
 
 venv: $(STAMP)
 
@@ -53,6 +57,9 @@ bench: venv
 
 demo: venv
 	$(VPY) -m offline_training.demo --out demo_out $(DEMO_ARGS)
+
+demo-indoor: venv
+	$(VPY) -m offline_training.demo_indoor --out demo_out/indoor $(DEMO_ARGS)
 
 demo-ovs3d: venv
 	$(VPY) -m offline_training.demo_ovs3d --out demo_out/ovs3d $(DEMO_ARGS)

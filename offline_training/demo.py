@@ -53,6 +53,8 @@ from offline_training.demo_common import (
     Paths,
     Settings,
     call_tool,
+    ms,
+    pct,
     say,
 )
 from offline_training.demo_live import run_live
@@ -100,8 +102,14 @@ def step(timings: dict[str, float], name: str, what: str) -> Iterator[None]:
 
 # --- offline steps ------------------------------------------------------------------------------
 
-def prepare(paths: Paths, settings: Settings) -> None:
-    """Create OUT (with a .gitignore); start over when the settings changed."""
+#: Folders of the other demos inside OUT (make demo-indoor, make demo-ovs3d): kept when the
+#: settings change.
+OTHER_DEMOS = ('indoor', 'ovs3d')
+
+
+def prepare(paths: Paths, settings: Any) -> None:
+    """Create OUT (with a .gitignore); start over when the settings (a dataclass) changed,
+    keeping the other demos' folders (:data:`OTHER_DEMOS`)."""
     paths.out.mkdir(parents=True, exist_ok=True)
     (paths.out / '.gitignore').write_text('# written by offline_training/demo.py\n*\n')
     saved = paths.out / 'settings.json'
@@ -109,7 +117,7 @@ def prepare(paths: Paths, settings: Settings) -> None:
     if saved.is_file() and saved.read_text() != current:
         say(f'settings changed since the last run in {paths.out}: starting over')
         for item in paths.out.iterdir():
-            if item.name != '.gitignore':
+            if item.name not in ('.gitignore', *OTHER_DEMOS):
                 shutil.rmtree(item) if item.is_dir() else item.unlink()
     saved.write_text(current)
 
@@ -182,17 +190,6 @@ def make_bag(paths: Paths) -> None:
 
 # --- report -------------------------------------------------------------------------------------
 
-def _pct(value: float | None) -> str:
-    return '-' if value is None else f'{100 * value:.1f}'
-
-
-def _ms(value: Any) -> str:
-    try:
-        return f'{float(value):.1f} ms'
-    except (TypeError, ValueError):
-        return '-'
-
-
 def report(summary: dict[str, Any]) -> None:
     """Print the results, the simulated-teacher notice and the real-run commands."""
     r, live = summary['results'], summary['live_run']
@@ -202,18 +199,18 @@ def report(summary: dict[str, Any]) -> None:
           f'{summary["settings"]["rate"]} through {live["how"]}:')
     print(f'  labeled clouds recorded: {live["labeled_clouds"]}; keyframes with ground truth '
           f'scored: {r["keyframes_scored"]}/{r["keyframes_in_bag"]}')
-    print(f'  live mIoU vs lidarseg ground truth: {_pct(r["live"]["miou"])} '
-          f'(classes present: {_pct(r["live"]["miou_present"])}, point accuracy '
-          f'{_pct(r["live"]["accuracy"])}, {r["live"]["points"]} points)')
+    print(f'  live mIoU vs lidarseg ground truth: {pct(r["live"]["miou"])} '
+          f'(classes present: {pct(r["live"]["miou_present"])}, point accuracy '
+          f'{pct(r["live"]["accuracy"])}, {r["live"]["points"]} points)')
     print(f'  same bundle offline (offline_training.evaluate, same scene): '
-          f'{_pct(r["offline_miou"])}; simulated teacher on the training scene: '
-          f'{_pct(r["teacher_miou_on_training_scene"])}')
+          f'{pct(r["offline_miou"])}; simulated teacher on the training scene: '
+          f'{pct(r["teacher_miou_on_training_scene"])}')
     print(f'  latency received -> published (node /diagnostics): p50 '
-          f'{_ms(diag.get("latency_p50_ms"))}, p95 {_ms(diag.get("latency_p95_ms"))}, max '
-          f'{_ms(diag.get("latency_max_ms"))}; input {diag.get("input_rate_hz", "-")} Hz, '
+          f'{ms(diag.get("latency_p50_ms"))}, p95 {ms(diag.get("latency_p95_ms"))}, max '
+          f'{ms(diag.get("latency_max_ms"))}; input {diag.get("input_rate_hz", "-")} Hz, '
           f'output {diag.get("output_rate_hz", "-")} Hz, dropped {diag.get("drops_total", "-")}')
     print(f'  latency /lidar_top -> /cns/labeled_points at the recorder: p50 '
-          f'{_ms(rec.get("p50"))}, p95 {_ms(rec.get("p95"))}, max {_ms(rec.get("max"))} '
+          f'{ms(rec.get("p50"))}, p95 {ms(rec.get("p95"))}, max {ms(rec.get("max"))} '
           f'({rec.get("count", 0)} sweeps)')
     times = summary['timings_s']
     print('  step times (s): ' + ', '.join(f'{k} {v:.0f}' for k, v in times.items()))
@@ -233,6 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=__doc__.split('\n\n', 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--out', type=Path, default=Path('demo_out'),
                         help='output folder (default: %(default)s)')
+    parser.add_argument('--indoor', action='store_true',
+                        help='the indoor demo instead (offline_training/demo_indoor.py: synthetic '
+                        'rooms in the ScanNet layout, live RGB-D segmentation, mIoU against the '
+                        'mesh vertices), under OUT/indoor/; the other options go to it (its own: '
+                        'python -m offline_training.demo_indoor --help)')
     parser.add_argument('--fast', action='store_true',
                         help='reduced sizes (1 s scenes, one training scene, 4 training '
                         'steps, replay at rate 0.25): the test suite\'s run, about 15-40 s '
@@ -293,8 +295,24 @@ def run_demo(paths: Paths, s: Settings) -> dict[str, Any]:
     return summary
 
 
+def indoor_argv(argv: Sequence[str]) -> list[str] | None:
+    """The arguments of offline_training.demo_indoor when ``argv`` holds ``--indoor`` (it
+    dropped, ``--out OUT`` as ``--out OUT/indoor``), else None."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument('--out', type=Path, default=Path('demo_out'))
+    parser.add_argument('--indoor', action='store_true')
+    known, rest = parser.parse_known_args(argv)
+    return ['--out', str(known.out / 'indoor'), *rest] if known.indoor else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the demo; 0 when every step worked, 1 when one failed."""
+    """Run the demo (the indoor one with ``--indoor``); 0 when every step worked, 1 when one
+    failed."""
+    indoor = indoor_argv(sys.argv[1:] if argv is None else argv)
+    if indoor is not None:
+        from offline_training import demo_indoor
+
+        return demo_indoor.main(indoor)
     args = build_parser().parse_args(argv)
     settings, paths = _settings(args), Paths(args.out.resolve())
     start = time.monotonic()

@@ -11,7 +11,7 @@ from typing import Any
 
 __all__ = ['CLASS_NAMES', 'DIAGNOSTICS', 'FAST', 'GT', 'LABELED', 'LIDAR', 'LIVE_SCENE',
            'LIVE_SPLIT', 'UNLABELED', 'VERSION', 'DemoError',
-           'Paths', 'Settings', 'call_tool', 'say']
+           'Paths', 'Settings', 'call_tool', 'ms', 'pct', 'say']
 
 VERSION = 'v1.0-mini'
 LIVE_SPLIT, LIVE_SCENE = 'mini_val', 'scene-0103'
@@ -96,3 +96,16 @@ def call_tool(name: str, main: Any, argv: list[str]) -> None:
         code = exc.code
     if code not in (0, None):
         raise DemoError(f'offline_training.{name} failed with exit status {code}')
+
+
+def pct(value: float | None) -> str:
+    """A fraction as a percentage with one decimal ('-' for None)."""
+    return '-' if value is None else f'{100 * value:.1f}'
+
+
+def ms(value: Any) -> str:
+    """A number (or its text) of milliseconds, e.g. '12.3 ms' ('-' when it is not one)."""
+    try:
+        return f'{float(value):.1f} ms'
+    except (TypeError, ValueError):
+        return '-'

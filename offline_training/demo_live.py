@@ -1,9 +1,13 @@
-"""The live step of the demo (``offline_training/demo.py``): replay_node and segment_node
-started as separate processes (``ros2 launch`` or cns_ros/launcher.py), the bag looping until
-every ground-truth keyframe was labeled and the node's /diagnostics came after that, while
-cns_ros.ros.recorder records /cns/labeled_points, /lidar_top, /cns/class_names and
+"""The live step of the demos (``offline_training/demo.py``, ``demo_indoor.py``): replay_node
+and segment_node started as separate processes (``ros2 launch`` or cns_ros/launcher.py), the
+bag looping until every keyframe was labeled and the node's /diagnostics came after that, while
+cns_ros.ros.recorder records /cns/labeled_points, the node's input, /cns/class_names and
 /diagnostics into a bag in this process (:func:`run_live`). No partial result: a keyframe the
 node never labels (it drops a sweep that arrives while it is busy) is a DemoError.
+
+What is replayed, launched and recorded is a :class:`LiveSetup`: :data:`OUTDOOR` (the LiDAR
+demo: keyframes = the bag's /lidar_top/labels_gt stamps, segment.launch.py, config/segment.yaml)
+unless the caller passes another (the indoor demo's RGB-D camera).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from offline_training.demo_common import (
     CLASS_NAMES,
@@ -28,36 +32,69 @@ from offline_training.demo_common import (
     LIDAR,
     DemoError,
     Paths,
-    Settings,
     say,
 )
 
 if TYPE_CHECKING:
     from cns_ros.ros.recorder import InProcessRecorder
 
-__all__ = ['LiveRun', 'Progress', 'bag_keyframes', 'launch_command', 'run_live',
-           'segmenter_diagnostics']
+__all__ = ['OUTDOOR', 'LiveRun', 'LiveSetup', 'Progress', 'bag_keyframes', 'launch_command',
+           'run_live', 'segmenter_diagnostics']
 
 
-def launch_command(arguments: list[str]) -> tuple[list[str], str]:
-    """(command, how): ``ros2 launch`` when it can find an installed cns_ros, else the
-    package's Python launcher with the same arguments."""
+@dataclass(frozen=True)
+class LiveSetup:
+    """What the live step replays, launches and records.
+
+    Attributes:
+        keyframe_topic: Topic of the replayed bag whose every message (bag time = header stamp)
+            must be labeled live.
+        recorded: Topics recorded besides /cns/labeled_points, /cns/class_names and
+            /diagnostics (the node's input, for the latency at the recorder).
+        launch_file: Launch file of cns_ros that ``ros2 launch`` runs (cns_ros/launcher.py
+            runs the nodes of segment.launch.py, which every launch file includes).
+        params_file: The node's parameter file under the package's ``config/``, copied with
+            ``stats_file`` set.
+    """
+
+    keyframe_topic: str = GT
+    recorded: tuple[str, ...] = (LIDAR,)
+    launch_file: str = 'segment.launch.py'
+    params_file: str = 'segment.yaml'
+
+
+#: The LiDAR demo's live step.
+OUTDOOR = LiveSetup()
+
+
+class ReplaySettings(Protocol):
+    """What the live step reads of a demo's settings."""
+
+    rate: float
+    """Replay speed factor of the bag."""
+
+
+def launch_command(arguments: list[str], launch_file: str = 'segment.launch.py'
+                   ) -> tuple[list[str], str]:
+    """(command, how): ``ros2 launch cns_ros <launch_file>`` when it can find an installed
+    cns_ros, else the package's Python launcher with the same arguments."""
     from cns_ros.launcher import ament_share
 
     share = ament_share('cns_ros')
     if (shutil.which('ros2') and importlib.util.find_spec('launch_ros') is not None
-            and share is not None and (share / 'launch' / 'segment.launch.py').is_file()):
-        return ['ros2', 'launch', 'cns_ros', 'segment.launch.py', *arguments], 'ros2 launch'
+            and share is not None and (share / 'launch' / launch_file).is_file()):
+        return ['ros2', 'launch', 'cns_ros', launch_file, *arguments], 'ros2 launch'
     return [sys.executable, '-m', 'cns_ros.launcher', *arguments], \
         'cns_ros/launcher.py (launch_ros is not installed here)'
 
 
-def bag_keyframes(bag: Path) -> tuple[set[int], float]:
-    """Header stamps (ns) of the ground-truth keyframes in the bag, and the bag's length (s)."""
+def bag_keyframes(bag: Path, topic: str = GT) -> tuple[set[int], float]:
+    """Header stamps (ns) of the keyframes (the messages on ``topic``, default the
+    ground-truth keyframes) in the bag, and the bag's length (s)."""
     from cns_ros.data import bags
 
     with bags.open_bag(bag) as reader:
-        stamps = {m.timestamp_ns for m in reader.messages([GT])}
+        stamps = {m.timestamp_ns for m in reader.messages([topic])}
         return stamps, reader.info.duration_s
 
 
@@ -94,10 +131,10 @@ def _tail(path: Path, lines: int = 25) -> str:
     return '\n'.join(text[-lines:])
 
 
-def run_live(paths: Paths, s: Settings, startup_timeout_s: float = 240.0,
-             max_passes: int = 20) -> LiveRun:
+def run_live(paths: Paths, s: ReplaySettings, startup_timeout_s: float = 240.0,
+             max_passes: int = 20, setup: LiveSetup = OUTDOOR) -> LiveRun:
     """Launch replay + segmenter and record until every keyframe was labeled and the node's
-    /diagnostics came after that.
+    /diagnostics came after that (``s.rate``: the replay speed factor).
 
     Raises:
         DemoError: The launch ended early, no labeled cloud within ``startup_timeout_s``, or
@@ -106,13 +143,15 @@ def run_live(paths: Paths, s: Settings, startup_timeout_s: float = 240.0,
     """
     from cns_ros.ros.recorder import InProcessRecorder
 
-    keyframes, bag_s = bag_keyframes(paths.bag)
-    command, how = launch_command(_launch_arguments(paths, s))
+    keyframes, bag_s = bag_keyframes(paths.bag, setup.keyframe_topic)
+    command, how = launch_command(_launch_arguments(paths, s.rate, setup.params_file),
+                                  setup.launch_file)
     live, progress = LiveRun(how, command, len(keyframes)), Progress(keyframes)
     _prepare_recording(paths, command, how)
     limits = (startup_timeout_s, max_passes * bag_s / s.rate + 10.0)
-    with InProcessRecorder(paths.recorded, [LABELED, CLASS_NAMES, DIAGNOSTICS, LIDAR],
-                           progress.on_message) as recorder, open(paths.live_log, 'w') as log:
+    topics = [LABELED, CLASS_NAMES, DIAGNOSTICS, *setup.recorded]
+    with InProcessRecorder(paths.recorded, topics, progress.on_message) as recorder, \
+            open(paths.live_log, 'w') as log:
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
         start = time.monotonic()
@@ -130,20 +169,20 @@ def run_live(paths: Paths, s: Settings, startup_timeout_s: float = 240.0,
     return live
 
 
-def _launch_arguments(paths: Paths, s: Settings) -> list[str]:
-    """The launch arguments: the bundle, the bag looping at ``s.rate``, a parameters file (the
-    installed config/segment.yaml with ``stats_file`` set to ``paths.node_stats``)."""
+def _launch_arguments(paths: Paths, rate: float, params_file: str) -> list[str]:
+    """The launch arguments: the bundle, the bag looping at ``rate``, a parameters file (the
+    installed config/<params_file> with ``stats_file`` set to ``paths.node_stats``)."""
     import yaml
 
-    from cns_ros.launcher import default_params_file
+    from cns_ros.launcher import package_share
 
-    default = Path(default_params_file())
+    default = package_share() / 'config' / params_file
     params = yaml.safe_load(default.read_text()) if default.is_file() else {}
     node = params.setdefault('/**', {}).setdefault('ros__parameters', {})
     node['stats_file'] = str(paths.node_stats)
     paths.live_params.write_text(yaml.safe_dump(params, sort_keys=False))
     paths.node_stats.unlink(missing_ok=True)
-    return [f'model:={paths.bundle}', f'bag:={paths.bag}', f'rate:={s.rate}', 'loop:=true',
+    return [f'model:={paths.bundle}', f'bag:={paths.bag}', f'rate:={rate}', 'loop:=true',
             f'params_file:={paths.live_params}']
 
 

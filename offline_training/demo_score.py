@@ -46,8 +46,8 @@ class Recording:
     diagnostics: dict[str, str] = field(default_factory=dict)
 
 
-def read_recording(path: Path) -> Recording:
-    """Decode what :func:`run_live` recorded."""
+def read_recording(path: Path, input_topic: str = LIDAR) -> Recording:
+    """Decode what :func:`run_live` recorded (``input_topic``: the node's recorded input)."""
     from rosbags.typesys import Stores, get_typestore
 
     from cns_ros.data import bags
@@ -57,13 +57,14 @@ def read_recording(path: Path) -> Recording:
     ts, rec = get_typestore(Stores.ROS2_HUMBLE), Recording()
     with bags.open_bag(path) as reader:
         for msg in reader.messages():
-            if msg.topic == LIDAR:
+            if msg.topic == input_topic:
                 rec.inputs.setdefault(header_stamp_ns(msg.data), []).append(msg.timestamp_ns)
             elif msg.topic == LABELED:
                 cloud = ts.deserialize_cdr(msg.data, msg.msgtype)
                 stamp = cloud.header.stamp.sec * 10**9 + cloud.header.stamp.nanosec
                 rec.outputs.append((msg.timestamp_ns, stamp))
-                rec.clouds.setdefault(stamp, np.array(read_cloud(cloud)))  # first pass kept
+                if stamp not in rec.clouds:  # the first pass is kept
+                    rec.clouds[stamp] = np.array(read_cloud(cloud))
             elif msg.topic == CLASS_NAMES:
                 entries = json.loads(ts.deserialize_cdr(msg.data, msg.msgtype).data)
                 rec.class_names = [e['name'] for e in sorted(entries, key=lambda e: e['id'])]

@@ -180,8 +180,10 @@ INDOOR_RECIPE: tuple[str, ...] = (
     'optim.lr=0.003')
 _INDOOR_CNS_YAML = 'synthetic_indoor_cns.yaml'
 _INDOOR_C2S_YAML = 'synthetic_indoor_clip2scene.yaml'
-_INDOOR_CNS_3D = (*INDOOR_RECIPE, 'cns.network_2d=false', 'data.images=false',
-                  'cns.co_training=false', 'cns.latent=false', 'cns.class_balance=0.5')
+#: The indoor 3D-only CNS recipe (the indoor demo's and its rows without a 2D network).
+INDOOR_CNS_3D: tuple[str, ...] = (
+    *INDOOR_RECIPE, 'cns.network_2d=false', 'data.images=false', 'cns.co_training=false',
+    'cns.latent=false', 'cns.class_balance=0.5')
 _INDOOR_CNS_2D = (*INDOOR_RECIPE, 'cns.class_balance=0.5', 'model.name_2d=deeplabv3_mbv3',
                   'cns.start_step={warmup}')
 _INDOOR_C2S = (*INDOOR_RECIPE, 'clip2scene.class_balance=0.5',
@@ -191,8 +193,8 @@ _INDOOR_C2S = (*INDOOR_RECIPE, 'clip2scene.class_balance=0.5',
 #: ScanNet network.
 INDOOR_ROWS: tuple[Row, ...] = (
     Row('cns_clip', 'cns: 3D student on MaskCLIP labels', _INDOOR_CNS_YAML, False,
-        _INDOOR_CNS_3D),
-    Row('cns_sam', 'cns: + SAM refinement', _INDOOR_CNS_YAML, True, _INDOOR_CNS_3D),
+        INDOOR_CNS_3D),
+    Row('cns_sam', 'cns: + SAM refinement', _INDOOR_CNS_YAML, True, INDOOR_CNS_3D),
     Row('cns_cotrain', 'cns: + 2D-3D co-training', _INDOOR_CNS_YAML, True,
         (*_INDOOR_CNS_2D, 'cns.latent=false'), net2d=True),
     Row('cns_full', 'cns: + SAM latent loss (full CNS)', _INDOOR_CNS_YAML, True,
