@@ -16,9 +16,11 @@ Every step runs the project's own entry points, in order:
   4. export    offline_training.export: the model bundle the live node loads
   5. bag       offline_training.scannet_to_bag: the held-out room as a rosbag2 of RealSense-style
                RGB-D topics (colour, aligned depth, camera_info, /tf, /odom) at 1.5 frames/s
-  6. live      replay_node and segment_node (input_mode rgbd_images, config/segment_rgbd.yaml)
-               as separate processes, started by `ros2 launch cns_ros segment_rgbd.launch.py`
-               when launch_ros and an installed cns_ros exist, else by cns_ros/launcher.py; the
+  6. live      replay_node and segment_node (input_mode rgbd_images, config/segment_rgbd.yaml
+               with network_frame odom: the network sees each frame in the mesh frame, z up,
+               through the bag's /odom camera pose) as separate processes, started by
+               `ros2 launch cns_ros segment_rgbd.launch.py` when launch_ros and an installed
+               cns_ros exist, else by cns_ros/launcher.py; the
                bag loops until every frame has been labeled and the node's /diagnostics came
                after that (a frame still unlabeled after 20 passes fails the step);
                /cns/labeled_points, /cns/label_image, /camera/color/camera_info,
@@ -60,9 +62,13 @@ ROOT = Path(__file__).resolve().parents[1]
 INDOOR_SCENE = VAL_SCENES[0]
 COLOR, CAMERA_INFO = '/camera/color/image_raw', '/camera/color/camera_info'
 LABEL_IMAGE = '/cns/label_image'
-#: The live step on the RGB-D topics of offline_training/scannet_to_bag.py.
+#: The live step on the RGB-D topics of offline_training/scannet_to_bag.py. The hand-held
+#: camera's points reach the network in the mesh (world) frame, z up, as in training: its pose
+#: per frame is the bag's /odom (child frame: the optical frame, so body_from_sensor is the
+#: identity).
 INDOOR_LIVE = LiveSetup(keyframe_topic=COLOR, recorded=(CAMERA_INFO, LABEL_IMAGE),
-                        launch_file='segment_rgbd.launch.py', params_file='segment_rgbd.yaml')
+                        launch_file='segment_rgbd.launch.py', params_file='segment_rgbd.yaml',
+                        params=(('network_frame', 'odom'), ('body_from_sensor', [0.0] * 6)))
 
 SIMULATED_NOTICE = """\
 NOTE: this demo used SIMULATED teachers. The pseudo-labels come from the synthetic indoor
@@ -88,7 +94,10 @@ and scannet_frames_25k/; weights never download; pass local files):
       --dataroot /data/scannet --split val --format scannet --out eval/scannet_cns
   python -m offline_training.scannet_to_bag --root /data/scannet --scene scene0011_00 \\
       --out bags/scene0011_00
-  ros2 launch cns_ros segment_rgbd.launch.py model:=bundles/scannet_cns bag:=bags/scene0011_00
+  # the bag's camera is hand-held: give the node a copy of config/segment_rgbd.yaml with
+  # network_frame: odom and body_from_sensor all zeros (the bag's /odom is the camera's pose)
+  ros2 launch cns_ros segment_rgbd.launch.py model:=bundles/scannet_cns \\
+      bag:=bags/scene0011_00 params_file:=scannet_bag_rgbd.yaml
   # a RealSense camera instead of the bag: ros2 launch cns_ros segment_rgbd.launch.py \\
   #     model:=bundles/scannet_cns  (topics and QoS: config/segment_rgbd.yaml)"""
 

@@ -54,13 +54,15 @@ class LiveSetup:
         launch_file: Launch file of cns_ros that ``ros2 launch`` runs (cns_ros/launcher.py
             runs the nodes of segment.launch.py, which every launch file includes).
         params_file: The node's parameter file under the package's ``config/``, copied with
-            ``stats_file`` set.
+            ``stats_file`` and ``params`` set.
+        params: Node parameters set over the file's (name, value) pairs.
     """
 
     keyframe_topic: str = GT
     recorded: tuple[str, ...] = (LIDAR,)
     launch_file: str = 'segment.launch.py'
     params_file: str = 'segment.yaml'
+    params: tuple[tuple[str, Any], ...] = ()
 
 
 #: The LiDAR demo's live step.
@@ -144,8 +146,7 @@ def run_live(paths: Paths, s: ReplaySettings, startup_timeout_s: float = 240.0,
     from cns_ros.ros.recorder import InProcessRecorder
 
     keyframes, bag_s = bag_keyframes(paths.bag, setup.keyframe_topic)
-    command, how = launch_command(_launch_arguments(paths, s.rate, setup.params_file),
-                                  setup.launch_file)
+    command, how = launch_command(_launch_arguments(paths, s.rate, setup), setup.launch_file)
     live, progress = LiveRun(how, command, len(keyframes)), Progress(keyframes)
     _prepare_recording(paths, command, how)
     limits = (startup_timeout_s, max_passes * bag_s / s.rate + 10.0)
@@ -169,17 +170,18 @@ def run_live(paths: Paths, s: ReplaySettings, startup_timeout_s: float = 240.0,
     return live
 
 
-def _launch_arguments(paths: Paths, rate: float, params_file: str) -> list[str]:
+def _launch_arguments(paths: Paths, rate: float, setup: LiveSetup) -> list[str]:
     """The launch arguments: the bundle, the bag looping at ``rate``, a parameters file (the
-    installed config/<params_file> with ``stats_file`` set to ``paths.node_stats``)."""
+    installed config/<setup.params_file> with ``setup.params`` and ``stats_file`` =
+    ``paths.node_stats`` set)."""
     import yaml
 
     from cns_ros.launcher import package_share
 
-    default = package_share() / 'config' / params_file
+    default = package_share() / 'config' / setup.params_file
     params = yaml.safe_load(default.read_text()) if default.is_file() else {}
     node = params.setdefault('/**', {}).setdefault('ros__parameters', {})
-    node['stats_file'] = str(paths.node_stats)
+    node.update(dict(setup.params), stats_file=str(paths.node_stats))
     paths.live_params.write_text(yaml.safe_dump(params, sort_keys=False))
     paths.node_stats.unlink(missing_ok=True)
     return [f'model:={paths.bundle}', f'bag:={paths.bag}', f'rate:={rate}', 'loop:=true',

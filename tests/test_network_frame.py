@@ -3,6 +3,8 @@ each mode against matrices written out by hand, and the missing-pose case."""
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -48,3 +50,32 @@ def test_bad_settings_are_refused() -> None:
         NetworkFrame('odom')
     with pytest.raises(ValueError, match='xyz_rpy'):
         NetworkFrame('body', [0.0] * 5)
+
+
+@pytest.mark.skipif(importlib.util.find_spec('rclpy') is None,
+                    reason='rclpy is not importable (no ROS 2 install or PyPI ROS wheels)')
+def test_odometry_of_a_looping_bag_keeps_the_new_loops_first_pose() -> None:
+    """A looping bag: the first /odom of the new loop arrives (its own jump clears the old
+    poses), then the frame's time jump drops only what lies after the new timeline, so the
+    first frame of the loop still has its pose (it was dropped as no_pose every loop)."""
+    from nav_msgs.msg import Odometry
+
+    from cns_ros.ros.camera_labels import OdometryBuffer
+
+    def odom(stamp_ns: int, x: float) -> Odometry:
+        msg = Odometry()
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 10**9)
+        msg.pose.pose.position.x, msg.pose.pose.orientation.w = x, 1.0
+        return msg
+
+    second, jump = 10**9, 10**9
+    poses = OdometryBuffer()
+    for k in range(5):  # the first loop: 0..4 s, x = k m
+        assert poses.add(odom(k * second, float(k)), jump) is False
+    assert np.allclose(poses.pose_at(int(2.5 * second))[:3, 3], [2.5, 0, 0])
+    assert poses.add(odom(0, 10.0), jump) is True  # the second loop's first pose
+    poses.forget_after(0 + jump)  # the frame at 0 s: its time jump
+    assert np.allclose(poses.pose_at(0)[:3, 3], [10, 0, 0])
+    poses.add(odom(4 * second, 14.0), jump)  # a pose after the next jump back (to 0 s) goes
+    poses.forget_after(second)
+    assert poses.pose_at(3 * second) is None and poses.pose_at(0) is not None

@@ -56,9 +56,12 @@ class OdometryBuffer:
                 self._poses.append((stamp, pose))
             return jumped
 
-    def clear(self) -> None:
+    def forget_after(self, stamp_ns: int) -> None:
+        """Drop the poses stamped after ``stamp_ns``: the old timeline after a time jump back
+        of the sweeps (a looping bag), keeping a pose of the new one that came first."""
         with self._lock:
-            self._poses.clear()
+            while self._poses and self._poses[-1][0] > stamp_ns:
+                self._poses.pop()
 
     def pose_at(self, stamp_ns: int, tolerance_ns: int = 100_000_000) -> np.ndarray | None:
         """Interpolated pose at ``stamp_ns``; the nearest end pose within ``tolerance_ns``."""

@@ -366,7 +366,7 @@ class SegmentNode(Node):
             stamp = 0
         last = self._last_lidar_ns
         if last is not None and stamp < last - self._jump_ns:
-            self._odometry.clear()
+            self._odometry.forget_after(stamp + self._jump_ns)
             self._report('time_jump', f'stamp went back {(last - stamp) / _NS:.3f} s (a '
                          'looping bag?): synchronizer and odometry reset', drop=False)
         self._last_lidar_ns = stamp
