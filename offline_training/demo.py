@@ -40,7 +40,7 @@ import json
 import shutil
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -314,14 +314,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return demo_indoor.main(indoor)
     args = build_parser().parse_args(argv)
-    settings, paths = _settings(args), Paths(args.out.resolve())
-    start = time.monotonic()
+    settings = _settings(args)
     say('cns_ros demo: synthetic world -> pseudo-labels (SIMULATED teachers) -> training -> '
         'bundle -> bag -> live ROS 2 segmentation -> mIoU')
     say(SIMULATED_NOTICE.format(noise=settings.teacher_noise).replace('\n', ' '))
+    return run_and_report(Paths(args.out.resolve()), settings, run_demo, report)
+
+
+def run_and_report(paths: Paths, settings: Any,
+                   run: Callable[[Any, Any], dict[str, Any]],
+                   report_summary: Callable[[dict[str, Any]], None]) -> int:
+    """A demo's main part: :func:`prepare` OUT, ``run(paths, settings)`` every step, add the
+    total time to the summary (OUT/summary.json), ``report_summary`` it; 0 done, 1 a step
+    failed (DemoError, said), 130 interrupted."""
+    start = time.monotonic()
     prepare(paths, settings)
     try:
-        summary = run_demo(paths, settings)
+        summary = run(paths, settings)
     except DemoError as err:
         say(f'FAILED: {err}')
         return 1
@@ -330,7 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     summary['timings_s']['total'] = round(time.monotonic() - start, 1)
     paths.summary.write_text(json.dumps(summary, indent=2) + '\n')
-    report(summary)
+    report_summary(summary)
     return 0
 
 

@@ -46,15 +46,14 @@ import argparse
 import json
 import shutil
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from cns_ros.data.synthetic_indoor_catalog import VAL_SCENES
-from offline_training.demo import prepare, step
-from offline_training.demo_common import DemoError, Paths, call_tool, ms, pct, say
+from offline_training.demo import run_and_report, step
+from offline_training.demo_common import Paths, call_tool, ms, pct, say
 from offline_training.demo_live import LiveSetup, run_live
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -331,24 +330,11 @@ def run_demo(paths: Paths, s: IndoorSettings) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the indoor demo; 0 when every step worked, 1 when one failed."""
     args = build_parser().parse_args(argv)
-    settings, paths = _settings(args), IndoorPaths(args.out.resolve())
-    start = time.monotonic()
+    settings = _settings(args)
     say('cns_ros indoor demo: synthetic ScanNet-layout rooms -> pseudo-labels (SIMULATED '
         'teachers) -> training -> bundle -> RGB-D bag -> live ROS 2 segmentation -> mIoU')
     say(SIMULATED_NOTICE.format(noise=settings.teacher_noise).replace('\n', ' '))
-    prepare(paths, settings)
-    try:
-        summary = run_demo(paths, settings)
-    except DemoError as err:
-        say(f'FAILED: {err}')
-        return 1
-    except KeyboardInterrupt:
-        say(f'interrupted; finished steps are kept in {paths.out} and reused by the next run')
-        return 130
-    summary['timings_s']['total'] = round(time.monotonic() - start, 1)
-    paths.summary.write_text(json.dumps(summary, indent=2) + '\n')
-    report(summary)
-    return 0
+    return run_and_report(IndoorPaths(args.out.resolve()), settings, run_demo, report)
 
 
 if __name__ == '__main__':
