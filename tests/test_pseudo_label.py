@@ -137,7 +137,10 @@ def test_union_of_shards_equals_a_single_run(dataroot, full_run, tmp_path, monke
 def test_a_cache_made_with_other_settings_is_refused(dataroot, full_run, capsys):
     with pytest.raises(SystemExit) as exit_info:
         _run(dataroot, full_run, *SIMULATED, '--save-2d', '--occlusion-check')
-    assert exit_info.value.code == 2 and 'other settings' in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and 'other settings' in err
+    # only the changed setting is named, not both whole configs
+    assert 'occlusion_check: cache False vs now True)' in err and err.count(' vs now ') == 1
 
 
 def test_quality_drops_with_the_configured_noise(dataroot, tmp_path):

@@ -202,13 +202,21 @@ def write_manifest(root: str | os.PathLike[str], manifest: dict[str, Any]) -> No
     old = read_manifest(root)
     if old is not None:
         keys = ('format', 'format_version', 'config', 'teachers', 'dataset')
-        diff = [k for k in keys if old.get(k) != manifest.get(k)]
+        diff = [line for k in keys for line in _differences(k, old.get(k), manifest.get(k))]
         if diff:
-            detail = '; '.join(f'{k}: cache {old.get(k)!r} vs now {manifest.get(k)!r}'
-                               for k in diff)
             raise CacheMismatchError(f'{Path(root)} holds a cache made with other settings '
-                                     f'({detail}); use another output folder or delete it')
+                                     f"({'; '.join(diff)}); use another output folder or "
+                                     'delete it')
     atomic_write_text(Path(root) / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
+
+
+def _differences(path: str, old: Any, new: Any) -> list[str]:
+    """'a.b: cache X vs now Y' for each leaf of two JSON values that differs (nested dicts
+    compared key by key, so a changed setting is named, not the whole config)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [line for key in sorted(set(old) | set(new), key=str)
+                for line in _differences(f'{path}.{key}', old.get(key), new.get(key))]
+    return [] if old == new else [f'{path}: cache {old!r} vs now {new!r}']
 
 
 def _pid_alive(pid: int) -> bool:
