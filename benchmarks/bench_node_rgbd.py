@@ -15,7 +15,8 @@ Per frame, timed as the node's worker runs it (wall and worker-thread CPU ms, me
   :func:`cns_ros.rgbd.depth_to_points` alone;
 * ``voxelize``, ``network``, ``classify``: :meth:`cns_ros.segmenter.Segmenter.segment`'s stages
   (5 cm voxels, the rgb input in [-1, 1]; the projection head folded with the 20 ScanNet text
-  embeddings);
+  embeddings); ``voxelize`` includes turning the points z-up on the device, as
+  ``config/segment_rgbd.yaml`` (``network_frame: body``) has the node do;
 * ``encode``: the organized ``/cns/labeled_points`` cloud and the ``mono16`` label image;
 * ``total``: all of it (what the node adds on top is the DDS publish).
 
@@ -130,14 +131,26 @@ def write_indoor_bundle(path: Path, model: str) -> Path:
                                   'note': 'benchmarks/bench_node_rgbd.py: random weights'})
 
 
+def network_from_sensor() -> np.ndarray:
+    """(4, 4) transform of ``config/segment_rgbd.yaml``'s ``body_from_sensor``."""
+    import yaml
+
+    from cns_ros.geometry import transform_from_xyz_rpy
+
+    config = Path(__file__).resolve().parents[1] / 'config' / 'segment_rgbd.yaml'
+    values = yaml.safe_load(config.read_text())['/**']['ros__parameters']
+    return transform_from_xyz_rpy(values['body_from_sensor'])
+
+
 def _clock() -> tuple[float, float]:
     return time.perf_counter(), time.thread_time()
 
 
 def run_frame(segmenter: Any, inputs: tuple[Any, Any, Any], rays: Any,
-              colors: Callable[..., np.ndarray]) -> tuple[dict[str, float], dict[str, float],
-                                                          Any]:
-    """One frame the node's way: (wall ms, CPU ms per stage, the SegmentResult)."""
+              colors: Callable[..., np.ndarray], move: np.ndarray
+              ) -> tuple[dict[str, float], dict[str, float], Any]:
+    """One frame the node's way (``move``: network_from_sensor): (wall ms, CPU ms per stage,
+    the SegmentResult)."""
     from cns_ros.ros.rgbd_io import decode_rgbd_images, label_image_fields, labeled_frame_cloud
 
     def fail(reason: str, message: str, **_: Any) -> None:
@@ -147,7 +160,7 @@ def run_frame(segmenter: Any, inputs: tuple[Any, Any, Any], rays: Any,
     frame = decode_rgbd_images(*inputs, depth_unit=0.001, max_points=10**6, rays=rays,
                                report=fail)
     decoded = _clock()
-    result = segmenter.segment(frame.xyz, {'rgb': frame.rgb})
+    result = segmenter.segment(frame.xyz, {'rgb': frame.rgb}, move)
     segmented = _clock()
     labeled_frame_cloud(frame, result.labels, result.confidence,
                         colors(result, result.labels), photo_colors=False)
@@ -173,15 +186,15 @@ def bench_model(model: str, bundle: Path, frame: tuple[np.ndarray, np.ndarray],
 
     segmenter = Segmenter(bundle, device=args.device, fp16=not args.fp32)
     inputs = messages(*frame)
-    rays, colors = RayCache(), LabelColors()
+    rays, colors, move = RayCache(), LabelColors(), network_from_sensor()
     start = time.perf_counter()
     rays(K, WIDTH, HEIGHT, np.zeros(5))
     rays_ms = (time.perf_counter() - start) * 1e3
     for _ in range(args.warm_up):
-        run_frame(segmenter, inputs, rays, colors)
+        run_frame(segmenter, inputs, rays, colors, move)
     walls, cpus = [], []
     for _ in range(args.repeats):
-        wall, cpu, result = run_frame(segmenter, inputs, rays, colors)
+        wall, cpu, result = run_frame(segmenter, inputs, rays, colors, move)
         walls.append(wall)
         cpus.append(cpu)
     return {'model': model, 'architecture': MODELS[model], 'random_weights': True,

@@ -62,7 +62,7 @@ from typing import Any
 
 import numpy as np
 
-from cns_ros.geometry import transform_points
+from cns_ros.geometry import invert_transform
 from cns_ros.segmenter_ops import (
     UNLABELED,
     FoldedHead,
@@ -147,6 +147,15 @@ class _VocabularyState:
     colors: np.ndarray  # (C + 1, 3) uint8, last row UNLABELED_COLOR
     version: int
     folded: FoldedHead
+
+
+def _rigid_transform(transform: Any) -> np.ndarray | None:
+    """A checked float64 (4, 4) rigid transform (its inverse exists with ``R^T``), or None."""
+    if transform is None:
+        return None
+    matrix = np.asarray(transform, dtype=np.float64)
+    invert_transform(matrix)  # ValueError: not (4, 4), not finite or not rigid
+    return matrix
 
 
 class Segmenter:
@@ -366,7 +375,8 @@ class Segmenter:
             :class:`SegmentResult`; an empty cloud gives empty arrays.
 
         Raises:
-            ValueError: ``xyz`` is not (N, 3) or a column has the wrong length.
+            ValueError: ``xyz`` is not (N, 3), a column has the wrong length, or
+                ``network_from_sensor`` is not a finite rigid (4, 4) transform.
         """
         start, cpu_start = time.perf_counter(), time.thread_time()
         state = self._state
@@ -384,9 +394,8 @@ class Segmenter:
                                  np.zeros(count, dtype=np.float32), dict.fromkeys(_STAGES, 0.0),
                                  state.vocabulary, state.version, 0, 0, tuple(missing),
                                  dict.fromkeys(_STAGES, 0.0))
-        if network_from_sensor is not None:
-            points = transform_points(network_from_sensor, points)
-        labels, confidence, num_voxels, marks = self._classify(points, named, state)
+        labels, confidence, num_voxels, marks = self._classify(
+            points, named, state, _rigid_transform(network_from_sensor))
         if index is not None:  # the kept points' results into full-size arrays
             labels, confidence = _scatter(labels, index, count, UNLABELED), \
                 _scatter(confidence, index, count, 0.0)
@@ -398,9 +407,10 @@ class Segmenter:
                              len(points), num_voxels, tuple(missing), cpu)
 
     def _classify(self, points: np.ndarray, named: dict[str, np.ndarray],
-                  state: _VocabularyState
+                  state: _VocabularyState, network_from_sensor: np.ndarray | None
                   ) -> tuple[np.ndarray, np.ndarray, int, list[tuple[float, float]]]:
-        """Per-point labels and confidences of the kept points, the voxel count, and the
+        """Per-point labels and confidences of the kept points (moved by
+        ``network_from_sensor`` on the device first, float32), the voxel count, and the
         (wall, thread CPU) times after voxelization and after the network."""
         import torch
 
@@ -409,8 +419,11 @@ class Segmenter:
 
         with torch.inference_mode():
             features = assemble_point_features(named, self.bundle.input_features)
-            batch = voxelize_batch([torch.from_numpy(points).to(self.device)],
-                                   [features.to(self.device)], self.bundle.voxel_size)
+            xyz = torch.from_numpy(points).to(self.device)
+            if network_from_sensor is not None:
+                move = torch.from_numpy(network_from_sensor.astype(np.float32)).to(self.device)
+                xyz = torch.addmm(move[:3, 3], xyz, move[:3, :3].T)
+            batch = voxelize_batch([xyz], [features.to(self.device)], self.bundle.voxel_size)
             marks = [(self._sync(), time.thread_time())]
             with self._autocast():  # the backbone: (V, L) voxel or (N, L) point latents
                 latent, rows = self.net3d.latent_rows(batch)

@@ -512,3 +512,7 @@ def test_network_from_sensor_moves_the_network_input_only(bundle_dir):
     assert got.labels[0] == 65535 and got.num_valid == 399
     np.testing.assert_array_equal(got.labels[1:], expected.labels)
     assert (segmenter.segment(xyz, columns).labels[1:] != expected.labels).any()
+    with pytest.raises(ValueError, match='rigid'):
+        segmenter.segment(xyz, columns, np.diag([2.0, 1.0, 1.0, 1.0]))
+    with pytest.raises(ValueError, match=r'4, 4\), found \(3, 3\)'):
+        segmenter.segment(xyz, columns, np.eye(3))
