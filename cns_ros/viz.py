@@ -226,8 +226,10 @@ def render_overlays(path: str | os.PathLike[str], panels: Sequence[tuple[str, np
     handles = [Patch(facecolor=colors[i] / 255.0, edgecolor='black', label=name)
                for i, name in enumerate(class_names)]
     if handles:  # no legend for pictures without classes (e.g. heat maps)
-        fig.legend(handles=handles, loc='lower center', ncol=min(len(handles), 4), fontsize=9,
-                   frameon=False)
+        # about three columns per panel: 20 ScanNet classes under three panels take 3 rows,
+        # which fit below them (at 4 columns, 5 rows ran into the pictures)
+        columns = min(len(handles), max(4, 3 * len(panels)))
+        fig.legend(handles=handles, loc='lower center', ncol=columns, fontsize=9, frameon=False)
     if title:
         fig.suptitle(title)
     path = Path(path)
