@@ -47,15 +47,18 @@ from typing import Any
 
 from offline_training.demo_common import (
     FAST,
+    LIDAR,
     LIVE_SCENE,
     VERSION,
     DemoError,
     Paths,
     Settings,
+    add_tuning_options,
     call_tool,
-    ms,
     pct,
+    report_run,
     say,
+    tuned,
 )
 from offline_training.demo_live import run_live
 from offline_training.demo_score import score
@@ -149,9 +152,20 @@ def make_labels(paths: Paths, s: Settings) -> None:
 
 
 def train(paths: Paths, s: Settings) -> None:
+    from offline_training.study import CNS_3D
+
+    # the short-CPU-run recipe of offline_training/study.py (3D-only CNS: the 2D co-training
+    # network is too slow here; 0.2 m voxels, half-width MinkUNet14A, AdamW, class weights)
+    train_3d(paths, s, 'synthetic_cns.yaml', CNS_3D, ['--version', VERSION])
+
+
+def train_3d(paths: Paths, s: Any, preset: str, recipe: Sequence[str],
+             data_args: Sequence[str]) -> None:
+    """offline_training.train of ``config/train/<preset>`` with the ``recipe`` overrides, the
+    settings' voxel size, steps, threads and seed (``data_args``: the dataset's own options);
+    reused when its final checkpoint exists, else started afresh."""
     from cns_ros.training.checkpoint import checkpoint_path
     from offline_training import train as train_tool
-    from offline_training.study import CNS_3D
 
     if checkpoint_path(paths.run, s.steps).is_file():
         say(f'    reusing {checkpoint_path(paths.run, s.steps)}')
@@ -159,13 +173,10 @@ def train(paths: Paths, s: Settings) -> None:
     if paths.run.exists():
         shutil.rmtree(paths.run)
     call_tool('train', train_tool.main, [
-        '--config', str(ROOT / 'config' / 'train' / 'synthetic_cns.yaml'),
-        '--dataroot', str(paths.world), '--version', VERSION, '--cache', str(paths.cache),
-        '--out', str(paths.run), '--steps', str(s.steps), '--device', 'cpu',
-        '--threads', str(s.threads), '--no-progress',
-        # the short-CPU-run recipe of offline_training/study.py (3D-only CNS: the 2D co-training
-        # network is too slow here; 0.2 m voxels, half-width MinkUNet14A, AdamW, class weights)
-        *[item for value in CNS_3D for item in ('--set', value)],
+        '--config', str(ROOT / 'config' / 'train' / preset), '--dataroot', str(paths.world),
+        *data_args, '--cache', str(paths.cache), '--out', str(paths.run),
+        '--steps', str(s.steps), '--device', 'cpu', '--threads', str(s.threads),
+        '--no-progress', *[item for value in recipe for item in ('--set', value)],
         '--set', f'model.voxel_size={s.voxel_size}',
         '--set', f'log.checkpoint_every={s.steps}', '--set', f'seed={s.seed}'])
 
@@ -193,7 +204,6 @@ def make_bag(paths: Paths) -> None:
 def report(summary: dict[str, Any]) -> None:
     """Print the results, the simulated-teacher notice and the real-run commands."""
     r, live = summary['results'], summary['live_run']
-    rec, diag = r['latency_ms']['recorded'], r['latency_ms']['node_diagnostics']
     print('\n==================== cns_ros demo: results ====================')
     print(f'Live segmentation of {LIVE_SCENE} (held out from training), replayed at rate '
           f'{summary["settings"]["rate"]} through {live["how"]}:')
@@ -205,21 +215,8 @@ def report(summary: dict[str, Any]) -> None:
     print(f'  same bundle offline (offline_training.evaluate, same scene): '
           f'{pct(r["offline_miou"])}; simulated teacher on the training scene: '
           f'{pct(r["teacher_miou_on_training_scene"])}')
-    print(f'  latency received -> published (node /diagnostics): p50 '
-          f'{ms(diag.get("latency_p50_ms"))}, p95 {ms(diag.get("latency_p95_ms"))}, max '
-          f'{ms(diag.get("latency_max_ms"))}; input {diag.get("input_rate_hz", "-")} Hz, '
-          f'output {diag.get("output_rate_hz", "-")} Hz, dropped {diag.get("drops_total", "-")}')
-    print(f'  latency /lidar_top -> /cns/labeled_points at the recorder: p50 '
-          f'{ms(rec.get("p50"))}, p95 {ms(rec.get("p95"))}, max {ms(rec.get("max"))} '
-          f'({rec.get("count", 0)} sweeps)')
-    times = summary['timings_s']
-    print('  step times (s): ' + ', '.join(f'{k} {v:.0f}' for k, v in times.items()))
-    files = summary['files']
-    print(f'  bird\'s-eye view: {files["png"]}\n  recorded bag: {files["recorded"]}\n'
-          f'  summary: {files["summary"]}\n  model bundle: {files["bundle"]}\n'
-          f'  replayed bag: {files["bag"]}')
     notice = SIMULATED_NOTICE.format(noise=summary['settings']['teacher_noise'])
-    print(f'\n{notice}\n\n{REAL_RUN}\n')
+    report_run(summary, LIDAR, 'sweeps', "bird's-eye view", f'{notice}\n\n{REAL_RUN}')
 
 
 # --- command line -------------------------------------------------------------------------------
@@ -239,28 +236,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help='reduced sizes (1 s scenes, one training scene, 4 training '
                         'steps, replay at rate 0.25): the test suite\'s run, about 15-40 s '
                         'instead of 3-4 min on 2 cores, useless scores')
-    parser.add_argument('--steps', type=int, help='training steps (default: 400; --fast: 4)')
-    parser.add_argument('--rate', type=float, help='replay speed factor (default: 1.0; --fast: '
-                        '0.25); lower it when the node drops keyframes as busy')
     parser.add_argument('--duration', type=float, help='seconds per synthetic scene (default: '
                         '8; --fast: 1)')
-    parser.add_argument('--voxel-size', type=float, help='voxel edge of the 3D network, m '
-                        '(default: 0.2)')
-    parser.add_argument('--seed', type=int, help='seed of world, teachers and training')
-    parser.add_argument('--teacher-noise', metavar='PRESET',
-                        help='noise preset of the simulated teachers (config/teacher_noise/; '
-                        'default: realistic)')
-    parser.add_argument('--threads', type=int, help='CPU threads for generation and training '
-                        '(default: 2)')
+    add_tuning_options(parser, Settings(), FAST)
     return parser
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    s = FAST if args.fast else Settings()
-    overrides = {'steps': args.steps, 'rate': args.rate, 'scene_duration_s': args.duration,
-                 'seed': args.seed, 'threads': args.threads, 'voxel_size': args.voxel_size,
-                 'teacher_noise': args.teacher_noise}
-    return replace(s, **{k: v for k, v in overrides.items() if v is not None})
+    s = tuned(FAST if args.fast else Settings(), args)
+    return s if args.duration is None else replace(s, scene_duration_s=args.duration)
 
 
 def run_demo(paths: Paths, s: Settings) -> dict[str, Any]:

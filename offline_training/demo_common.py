@@ -1,17 +1,38 @@
 """What every step of the demo (``offline_training/demo.py``) shares: the scenes, topics and
 sizes of a run (:class:`Settings`), its files (:class:`Paths`), :class:`DemoError`, the
-progress printer :func:`say` and :func:`call_tool`, which runs an offline_training tool.
+progress printer :func:`say` and :func:`call_tool`, which runs an offline_training tool; the
+command-line options the outdoor and indoor demos share (:func:`add_tuning_options`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import argparse
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-__all__ = ['CLASS_NAMES', 'DIAGNOSTICS', 'FAST', 'GT', 'LABELED', 'LIDAR', 'LIVE_SCENE',
-           'LIVE_SPLIT', 'UNLABELED', 'VERSION', 'DemoError',
-           'Paths', 'Settings', 'call_tool', 'ms', 'pct', 'say']
+__all__ = [
+    'CLASS_NAMES',
+    'DIAGNOSTICS',
+    'FAST',
+    'GT',
+    'LABELED',
+    'LIDAR',
+    'LIVE_SCENE',
+    'LIVE_SPLIT',
+    'TUNING_OPTIONS',
+    'UNLABELED',
+    'VERSION',
+    'DemoError',
+    'Paths',
+    'Settings',
+    'add_tuning_options',
+    'call_tool',
+    'ms',
+    'pct',
+    'say',
+    'tuned',
+]
 
 VERSION = 'v1.0-mini'
 LIVE_SPLIT, LIVE_SCENE = 'mini_val', 'scene-0103'
@@ -109,3 +130,58 @@ def ms(value: Any) -> str:
         return f'{float(value):.1f} ms'
     except (TypeError, ValueError):
         return '-'
+
+
+#: The options both demos take: (flag, settings field, type, what it sets). The help shows
+#: the default and, where it differs, the --fast value of the demo's settings.
+TUNING_OPTIONS: tuple[tuple[str, str, type, str], ...] = (
+    ('--steps', 'steps', int, 'training steps'),
+    ('--rate', 'rate', float, 'replay speed factor of the live step\'s bag; lower it when the '
+     'node drops frames as busy'),
+    ('--voxel-size', 'voxel_size', float, 'voxel edge of the 3D network, m'),
+    ('--seed', 'seed', int, 'seed of world, teachers and training'),
+    ('--teacher-noise', 'teacher_noise', str, 'noise preset of the simulated teachers '
+     '(config/teacher_noise/)'),
+    ('--threads', 'threads', int, 'CPU threads of the offline steps'),
+)
+
+
+def add_tuning_options(parser: argparse.ArgumentParser, default: Any, fast: Any) -> None:
+    """Add :data:`TUNING_OPTIONS` to a demo's parser (``default``, ``fast``: its settings
+    dataclasses, for the help)."""
+    for flag, name, kind, what in TUNING_OPTIONS:
+        value, reduced = getattr(default, name), getattr(fast, name)
+        note = '' if reduced == value else f'; --fast: {reduced}'
+        parser.add_argument(flag, type=kind, dest=name, metavar=name.upper(),
+                            help=f'{what} (default: {value}{note})')
+
+
+def tuned(settings: Any, args: argparse.Namespace) -> Any:
+    """``settings`` (a frozen dataclass) with the :data:`TUNING_OPTIONS` given on the command
+    line."""
+    given = {name: getattr(args, name) for _, name, _, _ in TUNING_OPTIONS
+             if getattr(args, name) is not None}
+    return replace(settings, **given)
+
+
+def report_run(summary: dict[str, Any], input_topic: str, unit: str, picture: str,
+               notice: str) -> None:
+    """Print what both demos' results end with: the latency (node /diagnostics, and
+    ``input_topic`` -> /cns/labeled_points at the recorder, counted in ``unit``), the step
+    times, the files (``picture``: what the PNG shows) and ``notice``."""
+    latency = summary['results']['latency_ms']
+    rec, diag = latency['recorded'], latency['node_diagnostics']
+    print(f'  latency received -> published (node /diagnostics): p50 '
+          f'{ms(diag.get("latency_p50_ms"))}, p95 {ms(diag.get("latency_p95_ms"))}, max '
+          f'{ms(diag.get("latency_max_ms"))}; input {diag.get("input_rate_hz", "-")} Hz, '
+          f'output {diag.get("output_rate_hz", "-")} Hz, dropped {diag.get("drops_total", "-")}')
+    print(f'  latency {input_topic} -> /cns/labeled_points at the recorder: p50 '
+          f'{ms(rec.get("p50"))}, p95 {ms(rec.get("p95"))}, max {ms(rec.get("max"))} '
+          f'({rec.get("count", 0)} {unit})')
+    times = summary['timings_s']
+    print('  step times (s): ' + ', '.join(f'{k} {v:.0f}' for k, v in times.items()))
+    files = summary['files']
+    print(f'  {picture}: {files["png"]}\n  recorded bag: {files["recorded"]}\n'
+          f'  summary: {files["summary"]}\n  model bundle: {files["bundle"]}\n'
+          f'  replayed bag: {files["bag"]}')
+    print(f'\n{notice}\n')

@@ -44,19 +44,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from cns_ros.data.synthetic_indoor_catalog import VAL_SCENES
-from offline_training.demo import run_and_report, step
-from offline_training.demo_common import Paths, call_tool, ms, pct, say
+from offline_training.demo import export, run_and_report, step, train_3d
+from offline_training.demo_common import (
+    Paths,
+    add_tuning_options,
+    call_tool,
+    pct,
+    report_run,
+    say,
+    tuned,
+)
 from offline_training.demo_live import LiveSetup, run_live
 
-ROOT = Path(__file__).resolve().parents[1]
 #: The held-out room replayed live: the world's (only) val scene.
 INDOOR_SCENE = VAL_SCENES[0]
 COLOR, CAMERA_INFO = '/camera/color/image_raw', '/camera/color/camera_info'
@@ -179,32 +185,11 @@ def make_labels(paths: Paths, s: IndoorSettings) -> None:
 
 
 def train(paths: Paths, s: IndoorSettings) -> None:
-    from cns_ros.training.checkpoint import checkpoint_path
-    from offline_training import train as train_tool
     from offline_training.study import INDOOR_CNS_3D
 
-    if checkpoint_path(paths.run, s.steps).is_file():
-        say(f'    reusing {checkpoint_path(paths.run, s.steps)}')
-        return
-    if paths.run.exists():
-        shutil.rmtree(paths.run)
-    call_tool('train', train_tool.main, [
-        '--config', str(ROOT / 'config' / 'train' / 'synthetic_indoor_cns.yaml'),
-        '--dataroot', str(paths.world), '--cache', str(paths.cache), '--out', str(paths.run),
-        '--steps', str(s.steps), '--device', 'cpu', '--threads', str(s.threads),
-        '--no-progress',
-        # the indoor study's 3D-only CNS recipe (offline_training/study.py: MinkUNet14A at half
-        # width, RGB input, AdamW, class weights; no 2D network: too slow here)
-        *[item for value in INDOOR_CNS_3D for item in ('--set', value)],
-        '--set', f'model.voxel_size={s.voxel_size}',
-        '--set', f'log.checkpoint_every={s.steps}', '--set', f'seed={s.seed}'])
-
-
-def export(paths: Paths) -> None:
-    from offline_training import export as export_tool
-
-    call_tool('export', export_tool.main, ['--run', str(paths.run), '--out', str(paths.bundle),
-                                       '--no-2d', '--overwrite'])
+    # the indoor study's 3D-only CNS recipe (offline_training/study.py: MinkUNet14A at half
+    # width, RGB input, AdamW, class weights; no 2D network: too slow here)
+    train_3d(paths, s, 'synthetic_indoor_cns.yaml', INDOOR_CNS_3D, [])
 
 
 def make_bag(paths: Paths, s: IndoorSettings) -> None:
@@ -223,7 +208,6 @@ def make_bag(paths: Paths, s: IndoorSettings) -> None:
 def report(summary: dict[str, Any]) -> None:
     """Print the results, the simulated-teacher notice and the real-run commands."""
     r, live = summary['results'], summary['live_run']
-    rec, diag = r['latency_ms']['recorded'], r['latency_ms']['node_diagnostics']
     scores, offline = r['live'], r['offline'] or {}
     print('\n================= cns_ros indoor demo: results =================')
     print(f'Live RGB-D segmentation of {INDOOR_SCENE} (held out from training), replayed at rate '
@@ -241,21 +225,8 @@ def report(summary: dict[str, Any]) -> None:
           f'{pct(offline.get("miou_openscene"))}), accuracy {pct(offline.get("accuracy"))}; '
           f'simulated teacher on the training rooms: '
           f'{pct(r["teacher_miou_on_training_scenes"])}')
-    print(f'  latency received -> published (node /diagnostics): p50 '
-          f'{ms(diag.get("latency_p50_ms"))}, p95 {ms(diag.get("latency_p95_ms"))}, max '
-          f'{ms(diag.get("latency_max_ms"))}; input {diag.get("input_rate_hz", "-")} Hz, '
-          f'output {diag.get("output_rate_hz", "-")} Hz, dropped {diag.get("drops_total", "-")}')
-    print(f'  latency {CAMERA_INFO} -> /cns/labeled_points at the recorder: p50 '
-          f'{ms(rec.get("p50"))}, p95 {ms(rec.get("p95"))}, max {ms(rec.get("max"))} '
-          f'({rec.get("count", 0)} frames)')
-    times = summary['timings_s']
-    print('  step times (s): ' + ', '.join(f'{k} {v:.0f}' for k, v in times.items()))
-    files = summary['files']
-    print(f'  labels picture: {files["png"]}\n  recorded bag: {files["recorded"]}\n'
-          f'  summary: {files["summary"]}\n  model bundle: {files["bundle"]}\n'
-          f'  replayed bag: {files["bag"]}')
     notice = SIMULATED_NOTICE.format(noise=summary['settings']['teacher_noise'])
-    print(f'\n{notice}\n\n{REAL_RUN}\n')
+    report_run(summary, CAMERA_INFO, 'frames', 'labels picture', f'{notice}\n\n{REAL_RUN}')
 
 
 # --- command line -------------------------------------------------------------------------------
@@ -269,27 +240,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--fast', action='store_true',
                         help='reduced sizes (the tiny world: two small train rooms, 3 frames in '
                         'the bag; 30 training steps on one thread): the test suite\'s run, about '
-                        '30 s instead of 5 min on 2 idle cores, rough scores')
-    parser.add_argument('--steps', type=int, help='training steps (default: 300; --fast: 30)')
-    parser.add_argument('--rate', type=float, help='replay speed factor (default: 1.0); lower it '
-                        'when the node drops frames as busy')
-    parser.add_argument('--voxel-size', type=float, help='voxel edge of the 3D network, m '
-                        '(default: 0.1)')
-    parser.add_argument('--seed', type=int, help='seed of world, teachers and training')
-    parser.add_argument('--teacher-noise', metavar='PRESET',
-                        help='noise preset of the simulated teachers (config/teacher_noise/; '
-                        'default: realistic_indoor)')
-    parser.add_argument('--threads', type=int, help='CPU threads for training and the offline '
-                        'evaluation (default: 2; --fast: 1)')
+                        '40 s instead of about 4 min on 2 idle cores, rough scores')
+    add_tuning_options(parser, IndoorSettings(), FAST)
     return parser
 
 
 def _settings(args: argparse.Namespace) -> IndoorSettings:
-    s = FAST if args.fast else IndoorSettings()
-    overrides = {'steps': args.steps, 'rate': args.rate, 'seed': args.seed,
-                 'threads': args.threads, 'voxel_size': args.voxel_size,
-                 'teacher_noise': args.teacher_noise}
-    return replace(s, **{k: v for k, v in overrides.items() if v is not None})
+    return tuned(FAST if args.fast else IndoorSettings(), args)
 
 
 def run_demo(paths: Paths, s: IndoorSettings) -> dict[str, Any]:

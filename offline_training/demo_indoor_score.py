@@ -193,12 +193,9 @@ def name_table(node_names: Sequence[str], names: Sequence[str]) -> np.ndarray:
 # --- the demo's score step ---------------------------------------------------------------------
 
 def score_recording(rec: Recording, poses: Mapping[int, np.ndarray], truth: VertexGroundTruth,
-                    node_names: Sequence[str]) -> tuple[dict[str, Any], list[int]]:
+                    table: np.ndarray) -> tuple[dict[str, Any], list[int]]:
     """:func:`score_frames` of every recorded cloud whose stamp has a pose (the first pass of
-    the bag); the scored stamps, sorted."""
-    from cns_ros.vocabulary import scannet20
-
-    table = name_table(node_names, scannet20().names)
+    the bag; ``table``: :func:`name_table` of the node's classes); the scored stamps, sorted."""
     stamps = sorted(set(rec.clouds) & set(poses))
     matches = (match_frame(rec.clouds[t], poses[t], truth, table) for t in stamps)
     return score_frames(matches), stamps
@@ -290,14 +287,13 @@ def score(paths: Paths, s: IndoorSettings, scene: str, live: LiveRun) -> dict[st
     rec, poses = read_recording(paths.recorded, CAMERA_INFO), read_poses(paths.bag)
     mesh = read_mesh(paths.world, scene)
     truth = VertexGroundTruth(mesh.xyz, mesh.labels20())
-    names = node_class_names(rec, paths.bundle)
-    live_scores, stamps = score_recording(rec, poses, truth, names)
+    table = name_table(node_class_names(rec, paths.bundle), scannet20().names)
+    live_scores, stamps = score_recording(rec, poses, truth, table)
     if len(stamps) != live.keyframes:
         raise DemoError(f'{len(stamps)} of the {live.keyframes} frames of the bag have a '
                         f'recorded labeled cloud and an /odom pose; see {paths.recorded} and '
                         f'{paths.live_log}')
     middle = stamps[len(stamps) // 2]
-    table = name_table(names, scannet20().names)
     miou = live_scores['miou_official']
     draw_frame(paths, rec, middle, match_frame(rec.clouds[middle], poses[middle], truth, table),
                table, (COLOR, LABEL_IMAGE),
